@@ -1,0 +1,15 @@
+# The two commands of the README. Each sets itself up on a fresh clone.
+.PHONY: run test install install-test
+
+run: install            ## install, then run the bot (the local web chat unless a Discord/Slack token is set)
+	.venv/bin/paperbot run
+
+test: install-test      ## install with the test tools, then run the whole test suite
+	.venv/bin/python -m pytest -q
+
+install:
+	scripts/bootstrap.sh
+
+install-test:
+	scripts/bootstrap.sh test,server
+	scripts/install_test_tools.sh

@@ -1,0 +1,119 @@
+"""The doors into rag_engine: ingest, search, answer and index management, over one database and one set of models."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from rag_engine.encoding import EncoderService
+from rag_engine.ingest import Ingestor, Progress
+from rag_engine.retrieval import BruteForceScorer, Retriever
+from rag_engine.retrieval.search import Mode, SearchResult
+from rag_engine.settings import Settings
+from rag_engine.types import IngestReport
+from storage.codec import CODEC_ID, bytes_per_token
+from storage.db import Database
+from storage.errors import IndexNotFound
+from storage.records import DocumentRecord, IndexRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSummary:
+    name: str
+    papers: int
+    chunks: int
+    tokens: int
+    embedding_bytes: int
+    encoder_id: str
+    codec: str
+
+
+class Engine:
+    """Everything the bot and the CLI may do with papers. Open it with `async with Engine.open(settings)`."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.encoders = EncoderService(settings)
+        self.ingestor = Ingestor(db, self.encoders, settings)
+        self.retriever = Retriever(db, BruteForceScorer(db), self.encoders.encode_query)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = await Database.open(settings.database_path)
+        try:
+            yield cls(db, settings)
+        finally:
+            await db.close()
+
+    # --- adding papers ---------------------------------------------------------------------------------------------
+    async def ingest(
+        self, index: str, data: bytes, filename: str, uploader: str | None = None, progress: Progress | None = None
+    ) -> IngestReport:
+        return await self.ingestor.ingest(index, data, filename, uploader, progress)
+
+    async def resume_jobs(self) -> list[IngestReport]:
+        """Finish what a previous process was indexing when it stopped."""
+        return await self.ingestor.resume_unfinished()
+
+    # --- finding passages ------------------------------------------------------------------------------------------
+    async def search(
+        self, index: str, query: str, *, k: int | None = None, mode: Mode | None = None, doc_id: int | None = None
+    ) -> SearchResult:
+        record = await self.index(index)
+        if mode != "lexical" and (mode or self.settings.retrieval_mode) != "lexical":
+            await self._check_encoder(record)
+        return await self.retriever.search(
+            record, query, k=k or self.settings.top_k, mode=mode or self.settings.retrieval_mode, doc_id=doc_id
+        )
+
+    async def _check_encoder(self, record: IndexRecord) -> None:
+        """Refuse to score an index with vectors from another model (get_or_create_index raises the clear error)."""
+        encoder = await self.encoders.get()
+        await self.db.get_or_create_index(record.name, encoder.model_id, CODEC_ID, encoder.dim)
+
+    # --- managing indexes ------------------------------------------------------------------------------------------
+    async def index(self, name: str) -> IndexRecord:
+        return await self.db.get_index(name)
+
+    async def has_index(self, name: str) -> bool:
+        try:
+            await self.db.get_index(name)
+        except IndexNotFound:
+            return False
+        return True
+
+    async def papers(self, index: str) -> list[DocumentRecord]:
+        return await self.db.list_documents((await self.index(index)).id)
+
+    async def paper(self, index: str, doc_id: int) -> DocumentRecord:
+        return await self.db.get_document((await self.index(index)).id, doc_id)
+
+    async def remove(self, index: str, doc_id: int) -> DocumentRecord:
+        return await self.db.remove_document((await self.index(index)).id, doc_id)
+
+    async def clear(self, index: str) -> int:
+        return await self.db.clear_index((await self.index(index)).id)
+
+    async def summaries(self) -> list[IndexSummary]:
+        out = []
+        for record in await self.db.list_indexes():
+            stats = await self.db.index_stats(record.id)
+            out.append(
+                IndexSummary(
+                    name=record.name,
+                    papers=stats.papers,
+                    chunks=stats.chunks,
+                    tokens=stats.tokens,
+                    embedding_bytes=stats.tokens * bytes_per_token(record.dim),
+                    encoder_id=record.encoder_id,
+                    codec=record.codec,
+                )
+            )
+        return out

@@ -1,0 +1,82 @@
+"""Failures a user can meet, each with the sentence they read. Anything else is a bug."""
+
+from __future__ import annotations
+
+from storage.errors import StorageError
+
+
+class PaperbotError(Exception):
+    """Root of user-facing failures; `str(error)` is the message shown in chat."""
+
+
+# --- reading a PDF ----------------------------------------------------------------------------------------------------
+class UnsupportedFile(PaperbotError):
+    """The upload cannot be indexed. `reason` is a short machine-readable code (used in logs and tests)."""
+
+    reason = "unsupported"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class EmptyFile(UnsupportedFile):
+    reason = "empty"
+
+
+class NotAPdf(UnsupportedFile):
+    reason = "not_pdf"
+
+
+class PasswordProtected(UnsupportedFile):
+    reason = "encrypted"
+
+
+class DamagedPdf(UnsupportedFile):
+    reason = "damaged"
+
+
+class NoPages(UnsupportedFile):
+    reason = "no_pages"
+
+
+class NoText(UnsupportedFile):
+    reason = "no_text"
+
+
+class TooLarge(UnsupportedFile):
+    reason = "too_large"
+
+
+# --- models and questions ---------------------------------------------------------------------------------------------
+class ModelUnavailable(PaperbotError):
+    """A model is neither on disk nor downloadable (offline, wrong id)."""
+
+
+class EmptyIndex(PaperbotError):
+    pass
+
+
+class QueueFull(PaperbotError):
+    def __init__(self, message: str = "I'm busy answering other questions. Please try again in a moment.") -> None:
+        super().__init__(message)
+
+
+class RequestTimeout(PaperbotError):
+    def __init__(self, message: str = "That took too long to answer, so I stopped. Try a shorter question.") -> None:
+        super().__init__(message)
+
+
+class InvalidQuestion(PaperbotError):
+    pass
+
+
+class PermissionDenied(PaperbotError):
+    pass
+
+
+class RateLimited(PaperbotError):
+    pass
+
+
+#: What bot/core catches and shows verbatim; every other exception is logged as a bug.
+USER_FACING: tuple[type[Exception], ...] = (PaperbotError, StorageError)

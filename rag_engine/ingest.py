@@ -1,0 +1,154 @@
+"""Use case: a file's bytes → an indexed paper. Every upload is a job that survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from rag_engine.chunking import chunk_pages
+from rag_engine.encoding import EncoderService
+from rag_engine.errors import UnsupportedFile
+from rag_engine.pdf import extract_pdf
+from rag_engine.settings import Settings
+from rag_engine.types import IngestProgress, IngestReport
+from storage.codec import CODEC_ID
+from storage.db import Database
+from storage.records import JobRecord, NewChunk
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[IngestProgress], Awaitable[None]]
+
+#: A job interrupted this many times (a crash while reading it, say) is not tried again.
+MAX_ATTEMPTS = 3
+
+
+async def _quiet(_: IngestProgress) -> None:
+    return None
+
+
+class Ingestor:
+    def __init__(self, db: Database, encoders: EncoderService, settings: Settings) -> None:
+        self._db = db
+        self._encoders = encoders
+        self._settings = settings
+        self._uploads = settings.uploads_dir
+
+    async def ingest(
+        self,
+        index_name: str,
+        data: bytes,
+        filename: str,
+        uploader: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Add one file to an index. Bad input comes back as a failed report, never as an exception."""
+        progress = progress or _quiet
+        started = time.perf_counter()
+        encoder = await self._encoders.get()
+        index = await self._db.get_or_create_index(index_name, encoder.model_id, CODEC_ID, encoder.dim)
+        sha256 = hashlib.sha256(data).hexdigest()
+        existing = await self._db.find_document(index.id, sha256)
+        if existing is not None:
+            state = "already indexed" if existing.status == "ready" else "already being indexed"
+            return IngestReport(
+                status="duplicate",
+                doc_id=existing.id,
+                title=existing.title,
+                pages=existing.page_count,
+                chunks=existing.chunk_count,
+                message=f"*{existing.title}* is {state} here.",
+            )
+        path = await asyncio.to_thread(self._store_upload, sha256, data)
+        job = await self._db.create_job(index.id, str(path), filename, sha256, uploader)
+        report = await self._run(job, data, progress)
+        return _with_time(report, time.perf_counter() - started)
+
+    async def resume_unfinished(self, progress: Progress | None = None) -> list[IngestReport]:
+        """Finish (or give up on, with a reason) the jobs a previous process left behind."""
+        reports = []
+        for job in await self._db.unfinished_jobs():
+            if job.document_id is not None:
+                await self._db.delete_document(job.document_id)  # half-written: start it again from the file
+            if job.attempts >= MAX_ATTEMPTS:
+                await self._db.fail_job(job.id, f"gave up after {job.attempts} interrupted attempts")
+                reports.append(_failed("interrupted", f"Indexing {job.filename} was interrupted too often; upload it again."))
+                continue
+            try:
+                data = await asyncio.to_thread(Path(job.path).read_bytes)
+            except OSError as error:
+                await self._db.fail_job(job.id, f"the stored upload is gone: {error}")
+                reports.append(_failed("interrupted", f"Indexing {job.filename} was interrupted; please upload it again."))
+                continue
+            log.info("resuming ingestion job %d (%s, attempt %d)", job.id, job.filename, job.attempts + 1)
+            reports.append(await self._run(job, data, progress or _quiet))
+        return reports
+
+    async def _run(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
+        await self._db.start_job(job.id)
+        s = self._settings
+        try:
+            await progress(IngestProgress(f"Reading {job.filename}…"))
+            pdf = await asyncio.to_thread(
+                extract_pdf, data, max_bytes=int(s.max_file_mb * 1024 * 1024), max_pages=s.max_pages, filename=job.filename
+            )
+        except UnsupportedFile as error:
+            await self._db.fail_job(job.id, str(error))
+            await asyncio.to_thread(Path(job.path).unlink, missing_ok=True)
+            log.info("refused %s: %s", job.filename, error.reason)
+            return _failed(error.reason, str(error))
+
+        doc = await self._db.create_document(job.index_id, job.sha256, pdf.title, job.filename, job.uploader, pdf.page_count)
+        await self._db.attach_job_document(job.id, doc.id)
+        try:
+            await progress(IngestProgress(f"Read {pdf.page_count} pages of *{pdf.title}*; splitting into passages…"))
+            encoder = await self._encoders.get()
+            limit = await self._encoders.chunk_token_limit()
+            chunks = await asyncio.to_thread(
+                chunk_pages, pdf.pages, count_tokens=encoder.count_tokens, max_tokens=limit, overlap=s.chunk_overlap
+            )
+
+            async def on_batch(done: int, total: int) -> None:
+                await progress(IngestProgress(f"Encoding passages: {done}/{total}", done, total))
+
+            vectors = await self._encoders.encode_documents([c.text for c in chunks], on_batch)
+            rows = [
+                NewChunk(c.text, c.page_start, c.page_end, c.section, c.ordinal, v)
+                for c, v in zip(chunks, vectors, strict=True)
+            ]
+            doc = await self._db.complete_document(doc.id, rows)
+            await self._db.finish_job(job.id, doc.id)
+        except BaseException as error:
+            # Cancelled or broken mid-way: the document never became visible; record why and re-raise.
+            await asyncio.shield(self._abandon(job, doc.id, repr(error)))
+            raise
+        log.info("indexed %s: %d pages, %d chunks", job.filename, pdf.page_count, len(rows))
+        return IngestReport(status="indexed", doc_id=doc.id, title=doc.title, pages=doc.page_count, chunks=len(rows))
+
+    async def _abandon(self, job: JobRecord, doc_id: int, why: str) -> None:
+        await self._db.delete_document(doc_id)
+        await self._db.fail_job(job.id, why)
+
+    def _store_upload(self, sha256: str, data: bytes) -> Path:
+        """Keep the original bytes: a restarted job reads them again, and a changed encoder can re-encode."""
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        path = self._uploads / f"{sha256}.pdf"
+        if not path.exists():
+            partial = path.with_suffix(".part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        return path
+
+
+def _failed(reason: str, message: str) -> IngestReport:
+    return IngestReport(status="failed", reason=reason, message=message)
+
+
+def _with_time(report: IngestReport, seconds: float) -> IngestReport:
+    from dataclasses import replace
+
+    return replace(report, seconds=round(seconds, 3))

@@ -1,0 +1,66 @@
+"""The scorer interface between retrieval and stored token embeddings, and its brute-force implementation.
+
+A compressed codec or candidate pruning (PLAID-style centroids) replaces `BruteForceScorer` behind the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+
+import numpy as np
+
+from rag_engine.colbert.maxsim import maxsim_batch
+from storage.db import Database
+from storage.records import EmbeddingMatrix, IndexRecord
+
+log = logging.getLogger(__name__)
+
+
+class Scorer(ABC):
+    """Ranks an index's chunks against encoded query vectors."""
+
+    @abstractmethod
+    async def top_k(
+        self, index: IndexRecord, query: np.ndarray, k: int, doc_id: int | None = None
+    ) -> list[tuple[int, float]]:
+        """Best-first (chunk_id, MaxSim score) pairs; `query` is (query tokens × dim)."""
+
+
+class BruteForceScorer(Scorer):
+    """Exact MaxSim over every visible chunk. Embeddings are cached per index until the index changes."""
+
+    def __init__(self, db: Database, *, max_cached: int = 8) -> None:
+        self._db = db
+        self._cache: OrderedDict[tuple[int, int | None], EmbeddingMatrix] = OrderedDict()
+        self._max_cached = max_cached
+        self._lock = asyncio.Lock()
+
+    async def _matrix(self, index: IndexRecord, doc_id: int | None) -> EmbeddingMatrix:
+        key = (index.id, doc_id)
+        version = await self._db.index_version(index.id)
+        async with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached.version == version:
+                self._cache.move_to_end(key)
+                return cached
+            matrix = await self._db.load_embeddings(index.id, doc_id=doc_id)
+            self._cache[key] = matrix
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+            log.debug("loaded %d chunks of index %s (version %d)", len(matrix.chunk_ids), index.name, version)
+            return matrix
+
+    async def top_k(
+        self, index: IndexRecord, query: np.ndarray, k: int, doc_id: int | None = None
+    ) -> list[tuple[int, float]]:
+        matrix = await self._matrix(index, doc_id)
+        if len(matrix.chunk_ids) == 0:
+            return []
+        scores = await asyncio.to_thread(maxsim_batch, query, matrix.vectors, matrix.offsets)
+        k = min(k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(matrix.chunk_ids[i]), float(scores[i])) for i in best]

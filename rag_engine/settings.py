@@ -1,0 +1,111 @@
+"""The one settings object: read once at an entry point from the environment and `.env`, then passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_COLBERT_MODEL = "colbert-ir/colbertv2.0"
+DEFAULT_LLM_MODEL = "Qwen/Qwen2.5-3B-Instruct-GGUF:qwen2.5-3b-instruct-q4_k_m.gguf"
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("paperbot", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob of paperbot. Each field is `PAPERBOT_<NAME>` in the environment (tokens also by their usual names)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAPERBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- where things live -------------------------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Holds the database, uploads and models.")
+    log_level: str = "INFO"
+
+    # --- retrieval ---------------------------------------------------------------------------------------------------
+    colbert_model: str = Field(DEFAULT_COLBERT_MODEL, description="Local checkpoint folder, or a Hugging Face model id.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    chunk_tokens: int = Field(180, ge=32, le=512, description="Largest chunk, in the encoder's tokens (doc_maxlen).")
+    chunk_overlap: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
+    encode_batch_size: int = Field(32, ge=1)
+    retrieval_mode: Literal["hybrid", "colbert", "lexical"] = "hybrid"
+    top_k: int = Field(5, ge=1, le=50, description="Passages given to the model for one question.")
+    min_relevance: float = Field(
+        0.0, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
+    )
+
+    # --- input limits ------------------------------------------------------------------------------------------------
+    max_file_mb: float = Field(50.0, gt=0, description="Largest PDF accepted, in MiB.")
+    max_pages: int = Field(600, ge=1, description="PDFs with more pages are refused.")
+    max_question_chars: int = Field(2000, ge=10)
+
+    # --- generation --------------------------------------------------------------------------------------------------
+    llm_model: str = Field(DEFAULT_LLM_MODEL, description="A local .gguf path, or `owner/repo:file.gguf`.")
+    llm_backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible server, for llm_backend=openai.")
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    n_ctx: int = Field(8192, ge=512, description="Context window shared by all parallel sequences' slots, per slot.")
+    n_gpu_layers: int = Field(-1, description="-1 offloads every layer when the build has CUDA.")
+    n_threads: int | None = None
+    flash_attn: bool = True
+    parallel: int = Field(8, ge=1, le=64, description="Questions decoded together in one batch.")
+    batched: bool = Field(True, description="Decode concurrent questions in one batch (False: one at a time).")
+    max_new_tokens: int = Field(512, ge=16)
+    temperature: float = Field(0.2, ge=0)
+    queue_size: int = Field(64, ge=1, description="Questions waiting for the model before new ones are refused.")
+    request_timeout_s: float = Field(180.0, gt=0)
+
+    # --- chat surfaces -----------------------------------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 7860
+    discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("PAPERBOT_DISCORD_TOKEN", "DISCORD_TOKEN"))
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PAPERBOT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PAPERBOT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET")
+    )
+    slack_mode: Literal["socket", "http"] = "socket"
+    slack_http_port: int = 3000
+    allowed_channels: list[str] = Field(default_factory=list, description="If set, the bot only acts in these channels.")
+    download_hosts: list[str] = Field(
+        default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net", "files.slack.com", "arxiv.org", "export.arxiv.org"],
+        description="Hosts the bot may download PDFs from.",
+    )
+    arxiv_base_url: str = Field("https://arxiv.org", description="Where arXiv links are fetched from.")
+    bot_name: str = "paperbot"
+    user_rate_per_minute: int = Field(6, ge=1, description="Questions one user may ask per minute.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, values: dict) -> dict:
+        """`SLACK_BOT_TOKEN_FILE=/run/secrets/x` reads the token from that file (Docker/Kubernetes secrets)."""
+        import os
+
+        for name in ("discord_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "llm_api_key"):
+            for env_name in (f"PAPERBOT_{name.upper()}_FILE", f"{name.upper()}_FILE"):
+                path = os.environ.get(env_name)
+                if path and not values.get(name):
+                    values[name] = Path(path).read_text(encoding="utf-8").strip()
+        return values
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "paperbot.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny real models (built once per test session) and settings pointing at tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from rag_engine.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PAPERBOT_SHARED_DIR", REPO.parent / "shared"))
+REAL_PDFS = SHARED / "data" / "pdfs" / "real"
+EDGE_PDFS = SHARED / "data" / "pdfs" / "edge"
+QASA_DIR = SHARED / "data" / "qasa"
+
+
+def _tiny_models_cache() -> Path:
+    """Keyed by the builder's source, so a changed builder never reuses stale models."""
+    source = (REPO / "training" / "tiny_models.py").read_bytes()
+    key = hashlib.sha256(source).hexdigest()[:12]
+    root = Path(os.environ.get("PAPERBOT_TEST_CACHE", Path.home() / ".cache" / "paperbot-tests"))
+    return root / f"tiny-models-{key}"
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    """`training.tiny_models` output: colbert/, qwen2/, qwen2-f16.gguf, qwen2.gguf (Q4_K_M)."""
+    from training.tiny_models import build_all
+
+    out = _tiny_models_cache()
+    if not (out / "DONE").exists():
+        build_all(out)
+        (out / "DONE").write_text("ok")
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_models: Path) -> Settings:
+    """Settings for one test: its own data folder, the tiny models, CPU only, no .env."""
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        colbert_model=str(tiny_models / "colbert"),
+        llm_model=str(tiny_models / "qwen2.gguf"),
+        device="cpu",
+        n_gpu_layers=0,
+        n_ctx=2048,
+        parallel=4,
+        max_new_tokens=48,
+        flash_attn=False,
+    )
