@@ -9,7 +9,9 @@ class StorageError(Exception):
 
 class IndexNotFound(StorageError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"There is no index named '{name}'. Add a paper to it first (paperbot ingest --index {name} FILE).")
+        super().__init__(
+            f"There is no index named '{name}'. Add a paper to it first (paperbot ingest --index {name} FILE)."
+        )
         self.name = name
 
 

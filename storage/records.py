@@ -99,3 +99,26 @@ class JobRecord:
     attempts: int
     created_at: str
     updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A 👍 (+1) or 👎 (-1) on a posted answer, with what was asked and answered."""
+
+    message_ref: str
+    user_id: str
+    vote: int
+    question: str
+    answer_json: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The running bot's last sign of life (written every few seconds)."""
+
+    pid: int
+    queue_depth: int
+    runs_on: str
+    beat_at: str
+    age_s: float
