@@ -1,0 +1,6 @@
+"""ColBERTv2 as published: checkpoint reading, query/passage encoding and MaxSim scoring, each in its own module."""
+
+from rag_engine.colbert.encoder import ColBERTEncoder
+from rag_engine.colbert.maxsim import maxsim_batch
+
+__all__ = ["ColBERTEncoder", "maxsim_batch"]
