@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,11 +15,12 @@ from rag_engine.ingest import Ingestor, Progress
 from rag_engine.retrieval import BruteForceScorer, Retriever
 from rag_engine.retrieval.search import Mode, SearchResult
 from rag_engine.settings import Settings
-from rag_engine.types import IngestReport
+from rag_engine.errors import InvalidQuestion
+from rag_engine.types import Answer, IngestReport
 from storage.codec import CODEC_ID, bytes_per_token
 from storage.db import Database
 from storage.errors import IndexNotFound
-from storage.records import DocumentRecord, IndexRecord
+from storage.records import DocumentRecord, Heartbeat, IndexRecord
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,45 @@ class Engine:
     async def clear(self, index: str) -> int:
         return await self.db.clear_index((await self.index(index)).id)
 
+    async def resolve_paper(self, index: str, spec: str) -> int:
+        """A paper id from an id or a piece of its title; InvalidQuestion when none or several match."""
+        docs = await self.papers(index)
+        spec = spec.strip()
+        if spec.isdigit() and any(d.id == int(spec) for d in docs):
+            return int(spec)
+        matches = [d for d in docs if spec.casefold() in d.title.casefold() or spec.casefold() in d.filename.casefold()]
+        if len(matches) == 1:
+            return matches[0].id
+        if not matches:
+            raise InvalidQuestion(f"No paper here matches '{spec}'. `/papers list` shows the titles and ids.")
+        listed = "; ".join(f"{d.id}: {d.title}" for d in matches[:5])
+        raise InvalidQuestion(f"Several papers match '{spec}' ({listed}). Use the paper's id.")
+
+    # --- answers, feedback and liveness ----------------------------------------------------------------------------
+    async def remember_answer(self, index: str, message_ref: str, question: str, answer: Answer) -> None:
+        record = await self.index(index)
+        await self.db.save_answer(record.id, message_ref, question, answer_to_json(answer))
+
+    async def record_feedback(self, index: str, message_ref: str, user_id: str, vote: int) -> bool:
+        if not await self.has_index(index):
+            return False
+        return await self.db.record_feedback((await self.index(index)).id, message_ref, user_id, vote)
+
+    async def feedback(self, index: str) -> list[dict[str, object]]:
+        if not await self.has_index(index):
+            return []
+        return [
+            {"message_ref": f.message_ref, "user": f.user_id, "vote": f.vote, "question": f.question,
+             "answer": json.loads(f.answer_json), "at": f.created_at}
+            for f in await self.db.list_feedback((await self.index(index)).id)
+        ]
+
+    async def heartbeat(self, queue_depth: int, runs_on: str) -> None:
+        await self.db.write_heartbeat(os.getpid(), queue_depth, runs_on)
+
+    async def last_heartbeat(self) -> Heartbeat | None:
+        return await self.db.read_heartbeat()
+
     async def summaries(self) -> list[IndexSummary]:
         out = []
         for record in await self.db.list_indexes():
@@ -117,3 +160,7 @@ class Engine:
                 )
             )
         return out
+
+
+def answer_to_json(answer: Answer) -> str:
+    return json.dumps(dataclasses.asdict(answer), ensure_ascii=False)

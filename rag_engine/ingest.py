@@ -17,6 +17,7 @@ from rag_engine.settings import Settings
 from rag_engine.types import IngestProgress, IngestReport
 from storage.codec import CODEC_ID
 from storage.db import Database
+from storage.errors import DuplicateDocument
 from storage.records import JobRecord, NewChunk
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Ingestor:
         reports = []
         for job in await self._db.unfinished_jobs():
             if job.document_id is not None:
+                if await self._db.document_status(job.document_id) == "ready":  # crashed after the commit
+                    await self._db.finish_job(job.id, job.document_id)
+                    continue
                 await self._db.delete_document(job.document_id)  # half-written: start it again from the file
             if job.attempts >= MAX_ATTEMPTS:
                 await self._db.fail_job(job.id, f"gave up after {job.attempts} interrupted attempts")
@@ -102,7 +106,14 @@ class Ingestor:
             log.info("refused %s: %s", job.filename, error.reason)
             return _failed(error.reason, str(error))
 
-        doc = await self._db.create_document(job.index_id, job.sha256, pdf.title, job.filename, job.uploader, pdf.page_count)
+        try:
+            doc = await self._db.create_document(
+                job.index_id, job.sha256, pdf.title, job.filename, job.uploader, pdf.page_count
+            )
+        except DuplicateDocument as duplicate:  # the same file, uploaded twice at once: the other upload wins
+            await self._db.finish_job(job.id, duplicate.existing.id)
+            return IngestReport(status="duplicate", doc_id=duplicate.existing.id, title=duplicate.existing.title,
+                                pages=duplicate.existing.page_count, message=f"*{duplicate.existing.title}* is already being indexed here.")
         await self._db.attach_job_document(job.id, doc.id)
         try:
             await progress(IngestProgress(f"Read {pdf.page_count} pages of *{pdf.title}*; splitting into passages…"))

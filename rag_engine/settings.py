@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     retrieval_mode: Literal["hybrid", "colbert", "lexical"] = "hybrid"
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model for one question.")
     min_relevance: float = Field(
-        0.0, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
+        0.5, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
     )
 
     # --- input limits ------------------------------------------------------------------------------------------------
@@ -75,6 +75,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET")
     )
     slack_mode: Literal["socket", "http"] = "socket"
+    slack_http_host: str = Field("0.0.0.0", description="Where the Slack HTTP endpoint listens (http mode).")
     slack_http_port: int = 3000
     allowed_channels: list[str] = Field(default_factory=list, description="If set, the bot only acts in these channels.")
     download_hosts: list[str] = Field(

@@ -58,7 +58,8 @@ class Retriever:
             ranked = reciprocal_rank_fusion([[c for c, _ in dense], [c for c, _ in lexical]])[:k]
         else:
             ranked = (dense or lexical)[:k]
-        records = await self._db.get_chunks([chunk_id for chunk_id, _ in ranked])
+        # A paper removed between ranking and fetching simply drops out of the results.
+        records = {r.id: r for r in await self._db.get_chunks([chunk_id for chunk_id, _ in ranked], index.id)}
         hits = [
             Hit(
                 doc_id=r.doc_id,
@@ -70,6 +71,7 @@ class Retriever:
                 score=score,
                 section=r.section,
             )
-            for r, (_, score) in zip(records, ranked, strict=True)
+            for chunk_id, score in ranked
+            if (r := records.get(chunk_id)) is not None
         ]
         return SearchResult(hits=hits, colbert_best=colbert_best, lexical_matches=len(lexical))
