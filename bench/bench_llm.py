@@ -1,0 +1,413 @@
+"""Generation benchmark: llama.cpp's own tools vs llama-cpp-python vs our backends, direct and through the worker.
+
+One job is a question with a ~1,500-token prompt (the real prompt layout, random words in the passages) and 256 new
+tokens (temperature 0.2, our default chain). The random-weight GGUF from make_qwen3b_gguf.py never emits an
+end-of-turn token, so every job generates exactly its 256 tokens. Measured:
+
+- the GPU's memory bandwidth (device-to-device copy through PyTorch, bytes read + written) and the ceiling it sets
+  for one decoding stream: bandwidth / GGUF size (every weight is read once per step);
+- llama.cpp natively: `llama-bench` (prompt and generation tokens/s) and `llama-batched-bench` at 1/4/8 sequences
+  of 1,500 + 256 tokens, with per-sequence and unified KV caches;
+- llama-cpp-python's plain `Llama.create_completion` (the "raw" single stream);
+- our serial and batched backends at 1/4/8 concurrent jobs, called directly and through GenerationWorker.
+
+    python bench/bench_llm.py --model qwen-3b-q4_k_m.gguf [--tools build/bin] [--out results.json]
+
+Prints a table last; `--quick` shrinks everything for a CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# llama.cpp's libraries must load before numpy's: on the H100 image (numpy 2.5 with scipy-openblas) a CUDA model
+# load segfaults when numpy came first. llama_cpp imports numpy itself, after loading libllama.
+import llama_cpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rag_engine.llm.base import ChatMessage, GenerationRequest, LLMBackend
+from rag_engine.prompting import Passage, PromptBudget, build_messages
+from rag_engine.worker import GenerationWorker
+
+WORDS = ["attention", "model", "layer", "token", "sequence", "training", "data", "loss", "gradient", "encoder", "decoder", "head", "embedding", "vector", "query", "key", "value", "softmax", "residual", "normalization", "dropout", "batch", "learning", "rate", "optimizer", "transformer", "retrieval", "passage", "document", "score", "index", "benchmark", "accuracy", "baseline", "dataset", "ablation", "parameter", "memory", "latency", "throughput", "result", "table", "figure", "section", "method", "experiment", "evaluation", "language", "question", "answer", "context", "window", "position", "rotary", "scaling", "law", "compute", "budget", "pretraining", "finetuning", "reward", "policy", "sample", "distribution", "entropy", "temperature"]
+
+
+@dataclass
+class Row:
+    name: str
+    concurrency: int
+    prompt_tokens: int
+    new_tokens: int
+    wall_s: float  # first request sent → last reply done
+    ttft_s: float  # mean time to the first token
+    stream_tok_s: float  # mean generation rate of one stream after its first token
+    aggregate_tok_s: float  # all new tokens / wall
+    decode_phase_tok_s: float | None = None  # new tokens/s while every job decodes (direct batched only)
+    note: str = ""
+
+
+@dataclass
+class Report:
+    device: str = ""
+    model: str = ""
+    model_bytes: int = 0
+    bandwidth_gbs: float | None = None
+    native: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+# --- jobs -------------------------------------------------------------------------------------------------------------
+def job_messages(i: int, words: int) -> tuple[ChatMessage, ...]:
+    """A realistic prompt: system prompt, five fenced sources of random words, a question. `i` makes it unique."""
+    rng = random.Random(i)
+    per = max(1, words // 5)
+    passages = [
+        Passage(f"Paper {i}-{k}", " ".join(rng.choice(WORDS) for _ in range(per)), page_start=k + 1, page_end=k + 2)
+        for k in range(5)
+    ]
+    budget = PromptBudget(n_ctx=32768, max_new_tokens=512, max_source_tokens=100_000)
+    messages, _ = build_messages(f"Job {i}: what do these papers report about attention heads?", passages, budget=budget)
+    # a unique first line, so that no path profits from a cached prompt prefix (plain Llama reuses one)
+    return (ChatMessage("system", f"(job {i})\n{messages[0].content}"), *messages[1:])
+
+
+def calibrate_words(count_prompt, target: int) -> int:
+    """Words in the passages so that the chat-templated prompt has about `target` tokens."""
+    words = target
+    for _ in range(4):
+        n = count_prompt(job_messages(0, words))
+        words = max(5, int(words * target / n))
+    return words
+
+
+def calibrate(model: Path, target: int) -> tuple[int, int]:
+    """(words, prompt tokens) for a `target`-token prompt, with the model's vocabulary and chat template."""
+    from rag_engine.llm.llama_cpp_backend import ChatTemplate
+
+    vocab = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
+    template = ChatTemplate(vocab.metadata.get("tokenizer.chat_template"), bos_token="", eos_token="")
+    count = lambda m: len(vocab.tokenize(template.render(m).encode(), add_bos=False, special=True))
+    words = calibrate_words(count, target)
+    return words, count(job_messages(0, words))
+
+
+async def consume(stream, t0: float) -> tuple[float, float, list[float]]:
+    """(first-token time, end time, per-delta times) of one stream, relative to t0."""
+    times: list[float] = []
+    async for delta in stream:
+        if delta:
+            times.append(time.perf_counter() - t0)
+    return (times[0] if times else float("nan")), time.perf_counter() - t0, times
+
+
+async def run_jobs(backend: LLMBackend, requests: list[GenerationRequest], via_worker: bool) -> list[tuple]:
+    t0 = time.perf_counter()
+    if via_worker:
+        async with GenerationWorker(backend, queue_size=64, request_timeout_s=3600, close_backend=False) as worker:
+            handles = [worker.submit(f"channel-{i}", r) for i, r in enumerate(requests)]
+            return await asyncio.gather(*(consume(h.stream(), t0) for h in handles))
+    return await asyncio.gather(*(consume(backend.stream(r), t0) for r in requests))
+
+
+def summarize(name: str, results: list[tuple], prompt_tokens: int, new_tokens: int, per_token_deltas: bool) -> Row:
+    firsts = [r[0] for r in results]
+    ends = [r[1] for r in results]
+    wall = max(ends)
+    stream_rates = [(new_tokens - 1) / (end - first) for first, end, _ in results if end > first]
+    decode_phase = None
+    if per_token_deltas and len(results) > 1:
+        lo, hi = max(firsts), min(ends)
+        n = sum(sum(1 for t in times if lo < t <= hi) for _, _, times in results)
+        decode_phase = n / (hi - lo) if hi > lo else None
+    return Row(
+        name=name,
+        concurrency=len(results),
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        wall_s=wall,
+        ttft_s=statistics.fmean(firsts),
+        stream_tok_s=statistics.fmean(stream_rates) if stream_rates else 0.0,
+        aggregate_tok_s=len(results) * new_tokens / wall,
+        decode_phase_tok_s=decode_phase,
+    )
+
+
+# --- measurements -----------------------------------------------------------------------------------------------------
+def measure_bandwidth() -> float | None:
+    """Device-to-device copy of 2 GiB through PyTorch, in a subprocess (its CUDA context stays out of ours)."""
+    code = """
+import torch
+n = 2 << 30
+x = torch.empty(n, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+ts = []
+for _ in range(20):
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record(); y.copy_(x); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b) / 1e3)
+ts.sort(); print(2 * n / ts[len(ts) // 2] / 1e9)
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except Exception as error:  # no GPU / no torch: the ceiling column stays empty
+        print(f"bandwidth: {error}", file=sys.stderr)
+        return None
+
+
+def run_native(tools: Path, model: Path, prompt: int, new: int, concurrency: list[int]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    bench = tools / "llama-bench"
+    if bench.exists():
+        out = subprocess.run(
+            [str(bench), "-m", str(model), "-ngl", "99", "-fa", "1", "-p", str(prompt), "-n", str(new), "-r", "3",
+             "-o", "json"],
+            capture_output=True, text=True, timeout=300,
+        )
+        try:
+            for entry in json.loads(out.stdout):
+                kind = "prompt" if entry.get("n_prompt") else "generation"
+                results.append({"tool": "llama-bench", "kind": kind, "tokens": entry.get("n_prompt") or entry.get("n_gen"),
+                                "tok_s": entry.get("avg_ts")})
+        except ValueError:
+            results.append({"tool": "llama-bench", "error": (out.stdout + out.stderr)[-800:]})
+    batched = tools / "llama-batched-bench"
+    if batched.exists():
+        n_kv = max(concurrency) * (prompt + new) + 256
+        for unified in (False, True):
+            cmd = [str(batched), "-m", str(model), "-c", str(n_kv), "-b", "2048", "-ub", "512", "-ngl", "99",
+                   "-fa", "on", "-npp", str(prompt), "-ntg", str(new), "-npl", ",".join(map(str, concurrency)),
+                   "--output-format", "jsonl"] + (["-kvu"] if unified else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("{")]
+            if not lines:
+                results.append({"tool": "llama-batched-bench", "error": (out.stdout + out.stderr)[-800:]})
+            for line in lines:
+                entry = json.loads(line)
+                entry.update(tool="llama-batched-bench", kv_unified=unified)
+                results.append(entry)
+    return results
+
+
+async def bench_raw_llama(model: Path, messages_for, prompt_tokens: int, new: int, n_ctx: int, report: Report) -> None:
+    """llama-cpp-python's plain Llama, one stream, no worker: the 'raw' baseline."""
+    from rag_engine.llm.llama_cpp_backend import ChatTemplate
+
+    llm = llama_cpp.Llama(str(model), n_ctx=n_ctx, n_gpu_layers=-1, flash_attn=True, verbose=False)
+    template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos_token="", eos_token="")
+
+    def one(i: int) -> tuple[float, float, list[float]]:
+        prompt = template.render(messages_for(i))
+        t0 = time.perf_counter()
+        times = []
+        for chunk in llm.create_completion(prompt, max_tokens=new, temperature=0.2, stream=True):
+            if chunk["choices"][0]["text"]:
+                times.append(time.perf_counter() - t0)
+        return times[0], time.perf_counter() - t0, times
+
+    await asyncio.to_thread(one, 10_000)  # warm-up
+    runs = [await asyncio.to_thread(one, 10_001 + k) for k in range(3)]
+    best = min(runs, key=lambda r: r[1])
+    report.rows.append(summarize("llama-cpp-python Llama (raw)", [best], prompt_tokens, new, False))
+    llm.close()
+
+
+async def bench_backend(
+    name: str, backend: LLMBackend, messages_for, prompt_tokens: int, new: int, concurrency: list[int], report: Report,
+    direct_per_token: bool, seed_base: int,
+) -> None:
+    await backend.start()
+    try:
+        def requests(n: int, base: int) -> list[GenerationRequest]:
+            return [GenerationRequest(messages_for(base + i), max_tokens=new, temperature=0.2) for i in range(n)]
+
+        await run_jobs(backend, requests(1, seed_base), via_worker=False)  # warm-up (graphs, allocations)
+        base = seed_base + 100
+        for n in concurrency:
+            for via_worker in (False, True):
+                best = None
+                for _ in range(2 if n == 1 else 1):  # single streams are short: keep the better of two
+                    results = await run_jobs(backend, requests(n, base), via_worker)
+                    base += n
+                    row = summarize(f"{name} {'worker' if via_worker else 'direct'}", results, prompt_tokens, new,
+                                    direct_per_token and not via_worker)
+                    best = row if best is None or row.wall_s < best.wall_s else best
+                report.rows.append(best)
+                print(f"  {best.name:48s} x{n}: wall {best.wall_s:.3f}s, {best.aggregate_tok_s:.0f} tok/s", flush=True)
+    finally:
+        await backend.close()
+
+
+# --- report -----------------------------------------------------------------------------------------------------------
+def print_table(report: Report, concurrency: list[int]) -> None:
+    gb = report.model_bytes / 1e9
+    print()
+    print(f"device: {report.device}")
+    print(f"model: {report.model} ({gb:.2f} GB)")
+    if report.bandwidth_gbs:
+        ceiling = report.bandwidth_gbs * 1e9 / report.model_bytes
+        print(f"memory bandwidth (measured D2D copy): {report.bandwidth_gbs:.0f} GB/s -> one-stream decode ceiling "
+              f"{ceiling:.0f} tok/s (weights read once per step); N streams share a step: N x {ceiling:.0f}")
+    print()
+    print("llama.cpp native")
+    for entry in report.native:
+        if "error" in entry:
+            print(f"  {entry['tool']}: ERROR {entry['error'][-300:]}")
+        elif entry["tool"] == "llama-bench":
+            print(f"  llama-bench {entry['kind']:10s} {entry['tokens']:5d} tokens: {entry['tok_s']:.1f} tok/s")
+        else:
+            kv = "unified KV" if entry["kv_unified"] else "per-seq KV"
+            print(f"  llama-batched-bench B={entry['pl']} {entry['pp']}+{entry['tg']} ({kv}): T {entry['t']:.3f}s, "
+                  f"S_PP {entry['speed_pp']:.0f} t/s, S_TG {entry['speed_tg']:.0f} t/s, S {entry['speed']:.0f} t/s")
+    print()
+    header = f"{'path':48s} {'N':>2s} {'prompt':>6s} {'new':>4s} {'wall s':>7s} {'TTFT s':>7s} {'stream t/s':>10s} " \
+             f"{'agg new t/s':>11s} {'decode t/s':>10s}"
+    print(header)
+    print("-" * len(header))
+    for row in report.rows:
+        phase = f"{row.decode_phase_tok_s:10.0f}" if row.decode_phase_tok_s else f"{'':>10s}"
+        print(f"{row.name:48s} {row.concurrency:2d} {row.prompt_tokens:6d} {row.new_tokens:4d} {row.wall_s:7.3f} "
+              f"{row.ttft_s:7.3f} {row.stream_tok_s:10.1f} {row.aggregate_tok_s:11.1f} {phase}")
+    # the two targets. "Raw" single stream: llama.cpp itself (batched-bench B=1), and llama-cpp-python's Llama.
+    raw = next((r for r in report.rows if r.name.startswith("llama-cpp-python")), None)
+    native_1 = next((e for e in report.native if e.get("tool") == "llama-batched-bench" and e.get("pl") == 1
+                     and not e.get("kv_unified")), None)
+    print()
+    for row in report.rows:
+        if row.concurrency != 1 or not row.name.endswith("worker"):
+            continue
+        direct = next((r for r in report.rows if r.concurrency == 1 and r.name == row.name[: -len("worker")] + "direct"), None)
+        parts = []
+        if direct:
+            parts.append(f"vs the same backend called directly {100 * (row.wall_s / direct.wall_s - 1):+.1f}%")
+        if native_1:
+            parts.append(f"vs llama.cpp B=1 ({native_1['t']:.3f}s) {100 * (row.wall_s / native_1['t'] - 1):+.1f}%")
+        if raw:
+            parts.append(f"vs llama-cpp-python Llama ({raw.wall_s:.3f}s) {100 * (row.wall_s / raw.wall_s - 1):+.1f}%")
+        print(f"{row.name} x1 wall {row.wall_s:.3f}s: " + "; ".join(parts))
+    for unified in (False, True):
+        ref = next((e for e in report.native if e.get("tool") == "llama-batched-bench" and "t" in e
+                    and e["pl"] == max(concurrency) and e["kv_unified"] == unified), None)
+        if not ref:
+            continue
+        for row in report.rows:
+            if row.concurrency == max(concurrency) and "batched" in row.name:
+                print(f"{row.name} x{row.concurrency} vs llama-batched-bench ({'unified' if unified else 'per-seq'} KV): "
+                      f"wall {row.wall_s:.3f}s vs T {ref['t']:.3f}s ({100 * (row.wall_s / ref['t'] - 1):+.1f}%)")
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--tools", type=Path, help="folder with llama-bench and llama-batched-bench")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--prompt-tokens", type=int, default=1500)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--variants", default="serial,batched,batched-backend-sampling,batched-per-seq-kv",
+                        help="which of our backends to run (comma-separated)")
+    parser.add_argument("--skip", default="", help="comma-separated: bandwidth,native,raw")
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes")
+    parser.add_argument("--calibrate", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--merge", nargs="+", type=Path, help="print one table from several --out files")
+    args = parser.parse_args(argv)
+    if args.merge:
+        merged = Report()
+        for path in args.merge:
+            if not path.exists():
+                merged.errors.append(f"{path.name}: missing (that run crashed?)")
+                continue
+            data = json.loads(path.read_text())
+            for key in ("device", "model", "model_bytes", "bandwidth_gbs"):
+                setattr(merged, key, getattr(merged, key) or data[key])
+            merged.native += data["native"]
+            merged.rows += [Row(**row) for row in data["rows"]]
+            merged.errors += data["errors"]
+        for error in merged.errors:
+            print("ERROR", error)
+        print_table(merged, [int(c) for c in args.concurrency.split(",")])
+        if args.out:
+            args.out.write_text(json.dumps(asdict(merged), indent=2))
+        return
+    if args.calibrate:
+        print(json.dumps(calibrate(args.model, args.calibrate)))
+        return
+    if args.quick:
+        args.prompt_tokens, args.new_tokens, args.concurrency = 200, 16, "1,2"
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    gpu = not args.quick
+    report = Report(model=args.model.name, model_bytes=args.model.stat().st_size)
+    try:
+        report.device = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True, timeout=30).stdout.strip() or "CPU"
+    except OSError:
+        report.device = "CPU"
+
+    from rag_engine.llm.batched import BatchedLlamaBackend
+    from rag_engine.llm.llama_cpp_backend import LlamaCppBackend
+
+    print(f"llama.cpp GPU offload: {llama_cpp.llama_supports_gpu_offload()}", flush=True)
+    if "bandwidth" not in skip and gpu:
+        report.bandwidth_gbs = measure_bandwidth()
+    if "native" not in skip and args.tools:
+        report.native = run_native(args.tools, args.model, args.prompt_tokens, args.new_tokens, concurrency)
+
+    n_ctx = args.prompt_tokens + args.new_tokens + 512
+    ngl = -1 if gpu else 0
+    # Calibrate the prompt size with the model's own tokenizer and template, in a child process: a vocabulary-only
+    # Llama in this process left CUDA model loads that followed it crashing (llama-cpp-python 0.3.36, H100).
+    calibration = subprocess.run(
+        [sys.executable, __file__, "--model", str(args.model), "--calibrate", str(args.prompt_tokens)],
+        capture_output=True, text=True, check=True,
+    )
+    words, prompt_tokens = json.loads(calibration.stdout.strip().splitlines()[-1])
+    messages_for = lambda i: job_messages(i, words)
+    print(f"prompt: {prompt_tokens} tokens ({words} words of passages)", flush=True)
+
+    if "raw" not in skip:
+        try:
+            await bench_raw_llama(args.model, messages_for, prompt_tokens, args.new_tokens, n_ctx, report)
+        except Exception as error:
+            report.errors.append(f"raw: {error!r}")
+    variants = {
+        "serial": lambda: LlamaCppBackend(args.model, n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu),
+        "batched": lambda: BatchedLlamaBackend(args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl,
+                                               flash_attn=gpu),
+        "batched-backend-sampling": lambda: BatchedLlamaBackend(
+            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, sampling="backend"),
+        "batched-per-seq-kv": lambda: BatchedLlamaBackend(
+            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, kv_unified=False),
+        "batched-chunk2048": lambda: BatchedLlamaBackend(
+            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, prefill_chunk=2048),
+    }
+    for k, name in enumerate(filter(None, args.variants.split(","))):
+        print(f"{name}:", flush=True)
+        try:
+            backend = variants[name]()
+            await bench_backend(name, backend, messages_for, prompt_tokens, args.new_tokens, concurrency, report,
+                                direct_per_token=name.startswith("batched"), seed_base=1000 * (k + 1))
+        except Exception as error:
+            report.errors.append(f"{name}: {error!r}")
+            print(f"  FAILED: {error!r}", flush=True)
+
+    for error in report.errors:
+        print("ERROR", error)
+    print_table(report, concurrency)
+    if args.out:
+        args.out.write_text(json.dumps(asdict(report), indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

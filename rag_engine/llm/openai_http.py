@@ -1,0 +1,123 @@
+"""An OpenAI-compatible server as the backend (llama.cpp's llama-server with parallel slots, vLLM, …).
+
+For when one GPU or one machine is not enough: the server batches, this client only streams
+`POST {base_url}/chat/completions` with `stream: true` (server-sent events) through httpx. Closing a stream
+closes its HTTP response, which is how such servers learn to stop generating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from rag_engine.errors import ModelUnavailable
+from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIHTTPBackend(LLMBackend):
+    """Streams chat completions from an OpenAI-compatible HTTP server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        parallel: int = 8,
+        n_ctx: int = 8192,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 180.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self.slots = parallel
+        self.n_ctx = n_ctx
+        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url + "/",
+            headers=headers,
+            timeout=self._timeout,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=max(self.slots * 2, 10)),
+        )
+        try:
+            response = await self._client.get("models")
+            response.raise_for_status()
+            served = [m.get("id") for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError) as error:
+            await self.close()
+            raise ModelUnavailable(
+                f"The model server at {self.base_url} is not answering ({error.__class__.__name__}). "
+                "Start it, or set PAPERBOT_LLM_BACKEND=llama_cpp to run the model in process."
+            ) from error
+        if self.model is None or (served and self.model not in served):
+            if self.model is not None:
+                logger.info("model %r is not served at %s; using %r", self.model, self.base_url, served[0])
+            self.model = served[0] if served else self.model
+        logger.info("using %s at %s", self.model, self.base_url)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            backend="openai",
+            model=self.model or "(server default)",
+            runs_on=self.base_url,
+            n_ctx=self.n_ctx,
+            parallel=self.slots,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        if self._client is None:
+            raise RuntimeError("the backend is not started: await start() first")
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+        }
+        if self.model:
+            body["model"] = self.model
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        async with self._client.stream("POST", "chat/completions", json=body) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                raise RuntimeError(f"the model server answered {response.status_code}: {detail}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank lines, comments, `event:` fields
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    logger.warning("unreadable event from the model server: %.100s", data)
+                    continue
+                if "error" in chunk:
+                    raise RuntimeError(f"the model server failed: {chunk['error']}")
+                for choice in chunk.get("choices", ()):
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield text
