@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+# llama.cpp's libraries are loaded before numpy on purpose: with some numpy builds (2.5 with scipy-openblas) loading
+# numpy first makes llama.cpp's CUDA model load crash (seen on an H100 image; bench/README.md).
+try:
+    import llama_cpp  # noqa: F401
+except ImportError:  # pragma: no cover - the CLI still works for ingest/search without it
+    pass
+
 import argparse
 import asyncio
 import json

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bot.cli import EXIT_FAILED, EXIT_USAGE, print_json
+from bot.console_app import run_console
+from bot.formatting import source_lines
+from bot.messages import Channel, Failed, Final, Partial, User
+from bot.runtime import open_core
 from rag_engine.engine import Engine
 from rag_engine.settings import Settings
-from rag_engine.types import IngestProgress
+from rag_engine.types import Answer, IngestProgress
 
 
 async def _require_index(engine: Engine, name: str) -> bool:
@@ -127,4 +132,100 @@ async def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_USAGE
         removed = await engine.clear(args.index)
     print(f"removed {removed} papers from {args.index}")
+    return 0
+
+
+CLI_USER = User(id="cli", name="cli", is_moderator=True)
+
+
+async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_core(settings, heartbeat=False) as core:
+        if not await _require_index(core.engine, args.index):
+            return EXIT_USAGE
+        channel = Channel("cli", "local", args.index)
+        shown = 0
+        final: Answer | None = None
+        async for event in core.ask(channel, CLI_USER, " ".join(args.question), paper=args.paper):
+            if isinstance(event, Partial) and not args.json:
+                sys.stdout.write(event.answer[shown:])
+                sys.stdout.flush()
+                shown = len(event.answer)
+            elif isinstance(event, Final):
+                final = event.answer
+            elif isinstance(event, Failed):
+                print(f"paperbot: {event.message}", file=sys.stderr)
+                return EXIT_FAILED
+    assert final is not None
+    if args.json:
+        print_json(
+            {
+                "reasoning": final.reasoning,
+                "answer": final.answer,
+                "abstained": final.abstained,
+                "sources": [dataclasses.asdict(s) for s in final.sources],
+            }
+        )
+        return 0
+    if final.answer.startswith(final.answer[:shown]):
+        print(final.answer[shown:])
+    else:
+        print("\n" + final.answer)
+    if final.reasoning:
+        print(f"\nReasoning: {final.reasoning}")
+    for line in source_lines(final):
+        print(line)
+    return 0
+
+
+async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_core(settings, heartbeat=False) as core:
+        await run_console(core, args.index)
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    import llama_cpp
+    import torch
+
+    gpu_build = llama_cpp.llama_supports_gpu_offload()
+    async with Engine.open(settings) as engine:
+        summaries = await engine.summaries()
+        beat = await engine.last_heartbeat()
+    print(f"data:        {settings.data_dir}")
+    print(f"encoder:     {settings.colbert_model} on {'CUDA' if torch.cuda.is_available() and settings.device != 'cpu' else 'CPU'}")
+    if settings.llm_backend == "openai":
+        print(f"llm:         {settings.llm_model} via {settings.llm_base_url}")
+    elif gpu_build:
+        layers = "all layers" if settings.n_gpu_layers < 0 else f"{settings.n_gpu_layers} layers"
+        print(f"llm:         {settings.llm_model} — llama.cpp with GPU offload ({layers} on the GPU)")
+    else:
+        print(f"llm:         {settings.llm_model} — llama.cpp on the CPU (this build has no GPU support; "
+              "reinstall with CMAKE_ARGS=-DGGML_CUDA=on for CUDA)")
+    if beat is None or beat.age_s > 60:
+        print("bot:         not running" + (f" (last seen {beat.age_s:.0f} s ago)" if beat else ""))
+    else:
+        print(f"bot:         running (pid {beat.pid}), model on {beat.runs_on}, queue depth {beat.queue_depth}")
+    print(f"indexes:     {len(summaries)}")
+    for s in summaries:
+        mib = s.embedding_bytes / (1024 * 1024)
+        print(f"  {s.name}\t{s.papers} papers, {s.chunks} passages, {s.tokens} token vectors ({mib:.1f} MiB, {s.codec})")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    platform = args.platform or (
+        "discord" if settings.discord_token else "slack" if settings.slack_bot_token else "web"
+    )
+    if platform == "discord":
+        from bot.discord_app import serve
+    elif platform == "slack":
+        from bot.slack_app import serve
+    else:
+        from bot.web_app import serve
+    async with open_core(settings) as core:
+        try:
+            await serve(core, settings)
+        except (OSError, ValueError) as error:  # a taken port, a refused token: one clear line, not a traceback
+            print(f"paperbot: {error}", file=sys.stderr)
+            return EXIT_FAILED
     return 0

@@ -1,0 +1,57 @@
+"""Opening and closing everything a running bot needs, in one place (the entry points' lifecycle)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from bot.core import Core
+from bot.download import Downloader
+from rag_engine.answer import Answerer
+from rag_engine.engine import Engine
+from rag_engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncIterator[Core]:
+    """Database, models, worker queue and downloader, opened in order and closed in reverse.
+
+    Unfinished ingestion jobs of a previous run are resumed in the background.
+    """
+    async with Engine.open(settings) as engine, Answerer.open(engine, settings) as answerer:
+        downloader = Downloader(settings.download_hosts, max_bytes=int(settings.max_file_mb * 1024 * 1024))
+        core = Core(engine, answerer, settings, downloader)
+        tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
+        if heartbeat:
+            tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))
+        try:
+            yield core
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await downloader.close()
+
+
+async def _resume(engine: Engine) -> None:
+    try:
+        for report in await engine.resume_jobs():
+            log.info("resumed job: %s %s", report.status, report.title or report.message)
+    except Exception:
+        log.exception("resuming unfinished ingestion jobs failed")
+
+
+async def _heartbeat(engine: Engine, answerer: Answerer) -> None:
+    """Lets `paperbot status`, in another process, see that the bot runs and how busy it is."""
+    while True:
+        try:
+            await engine.heartbeat(answerer.queue_depth, answerer.backend_info().runs_on)
+        except Exception:
+            log.exception("heartbeat failed")
+        await asyncio.sleep(HEARTBEAT_S)

@@ -1,0 +1,92 @@
+"""Use case: a question → retrieved passages → a prompt → the model's streamed reply → a parsed, cited answer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from rag_engine.engine import Engine
+from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
+from rag_engine.llm.factory import open_backend
+from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, split_partial
+from rag_engine.retrieval.search import SearchResult
+from rag_engine.settings import Settings
+from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued
+from rag_engine.worker import GenerationWorker
+
+log = logging.getLogger(__name__)
+
+EMPTY_INDEX_ANSWER = "There are no papers in this channel yet. Add a PDF (or an arXiv link) and ask again."
+NOT_RELEVANT_REASONING = "None of the passages I found shares enough with the question to answer it."
+
+
+class Answerer:
+    """Owns the generation backend and its worker queue; answers questions over an Engine's indexes."""
+
+    def __init__(self, engine: Engine, backend: LLMBackend, worker: GenerationWorker, settings: Settings) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.worker = worker
+        self.settings = settings
+        self.budget = PromptBudget.from_settings(settings)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, engine: Engine, settings: Settings) -> AsyncIterator[Answerer]:
+        backend = await open_backend(settings)
+        try:
+            async with GenerationWorker.from_settings(backend, settings) as worker:
+                yield cls(engine, backend, worker, settings)
+        finally:
+            await backend.close()
+
+    def backend_info(self) -> BackendInfo:
+        return self.backend.info()
+
+    @property
+    def queue_depth(self) -> int:
+        return self.worker.depth
+
+    def relevant(self, result: SearchResult) -> bool:
+        """Worth asking the model: some passage shares a content word, or ColBERT scores one high enough."""
+        if not result.hits:
+            return False
+        if result.lexical_matches > 0:
+            return True
+        return result.colbert_best is not None and result.colbert_best >= self.settings.min_relevance
+
+    async def answer(
+        self, index: str, question: str, history: Sequence[object] = (), doc_id: int | None = None
+    ) -> AsyncIterator[AnswerEvent]:
+        """Queued(position)… → Partial(reasoning, answer)… → Final(answer). Closing the stream stops generation.
+
+        `history` items have `.question` and `.answer`, oldest first.
+        """
+        if not await self.engine.has_index(index) or not await self.engine.papers(index):
+            yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
+            return
+        result = await self.engine.search(index, question, k=self.settings.top_k, doc_id=doc_id)
+        if not self.relevant(result):
+            log.info("abstaining in %s: nothing relevant (colbert %s)", index, result.colbert_best)
+            yield Final(abstain(NOT_RELEVANT_REASONING))
+            return
+        prompt = build_prompt(
+            question, result.hits, history, budget=self.budget, count_tokens=self.backend.count_tokens
+        )
+        request = GenerationRequest(
+            messages=prompt.messages, max_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature
+        )
+        handle = self.worker.submit(index, request)
+        try:
+            async for position in handle.queue_positions():
+                yield Queued(position)
+            text = ""
+            async for delta in handle.stream():
+                text += delta
+                reasoning, answer = split_partial(text)
+                yield Partial(reasoning, answer)
+            yield Final(parse_answer(text, prompt.sources))
+        finally:
+            if not handle.done:
+                handle.cancel()

@@ -1,0 +1,168 @@
+"""The `paperbot` command line as scripts use it: output lines, JSON shapes, exit codes, and a SIGKILL mid-ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rag_engine.engine import Engine
+from rag_engine.settings import Settings
+from tests.conftest import EDGE_PDFS, REAL_PDFS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAPERBOT_")}
+    env.update(
+        PAPERBOT_DATA_DIR=str(settings.data_dir),
+        PAPERBOT_COLBERT_MODEL=settings.colbert_model,
+        PAPERBOT_LLM_MODEL=settings.llm_model,
+        PAPERBOT_DEVICE="cpu",
+        PAPERBOT_N_GPU_LAYERS="0",
+        PAPERBOT_N_CTX="2048",
+        PAPERBOT_MAX_NEW_TOKENS="32",
+        PAPERBOT_FLASH_ATTN="false",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def paperbot(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=cli_env(settings),
+        cwd=settings.data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli_settings(settings: Settings) -> Settings:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def test_ingest_search_papers_remove_clear(cli_settings: Settings) -> None:
+    good = REAL_PDFS / "distillation.pdf"
+    bad = EDGE_PDFS / "encrypted_user_password.pdf"
+    run = paperbot(cli_settings, "ingest", "--index", "ml", str(good), str(bad))
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0] == f"{good}\tindexed: Distilling the Knowledge in a Neural Network (9 pages)"
+    assert lines[1].startswith(f"{bad}\tfailed: ") and "password" in lines[1]
+
+    again = paperbot(cli_settings, "ingest", "--index", "ml", str(good))
+    assert (again.returncode, again.stdout.strip()) == (0, f"{good}\talready indexed")
+
+    found = paperbot(cli_settings, "search", "--index", "ml", "--top-k", "3", "--mode", "lexical", "--json", "soft targets")
+    hits = json.loads(found.stdout)
+    assert len(hits) == 3
+    assert set(hits[0]) == {"doc_id", "chunk_id", "title", "page_start", "page_end", "text", "score"}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+    papers = json.loads(paperbot(cli_settings, "papers", "--index", "ml", "--json").stdout)
+    assert [(p["title"], p["pages"]) for p in papers] == [("Distilling the Knowledge in a Neural Network", 9)]
+    assert set(papers[0]) == {"id", "title", "pages", "added"}
+
+    assert paperbot(cli_settings, "remove", "--index", "ml", str(papers[0]["id"])).returncode == 0
+    assert json.loads(paperbot(cli_settings, "papers", "--index", "ml", "--json").stdout) == []
+    assert paperbot(cli_settings, "clear", "--index", "ml").returncode == 0
+
+
+def test_unknown_index_exits_2_with_a_message(cli_settings: Settings) -> None:
+    for args in (["search", "--index", "nope", "q"], ["papers", "--index", "nope"], ["clear", "--index", "nope"],
+                 ["remove", "--index", "nope", "1"], ["ask", "--index", "nope", "why?"]):
+        run = paperbot(cli_settings, *args)
+        assert run.returncode == 2, (args, run.stdout, run.stderr)
+        assert "no index named 'nope'" in run.stderr
+
+
+async def test_sigkill_mid_ingest_leaves_no_half_document_and_the_job_resumes(cli_settings: Settings) -> None:
+    files = [str(p) for p in sorted(REAL_PDFS.glob("*.pdf"))]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "ingest", "--index", "crash", *files],
+        env=cli_env(cli_settings),
+        cwd=cli_settings.data_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    db_path = cli_settings.database_path
+    deadline = time.monotonic() + 240
+    killed_while_processing = False
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if db_path.exists():
+                async with Engine.open(cli_settings) as engine:
+                    if await engine.has_index("crash"):
+                        jobs = await engine.db.unfinished_jobs()
+                        if any(j.document_id is not None for j in jobs) and await engine.papers("crash"):
+                            process.send_signal(signal.SIGKILL)
+                            killed_while_processing = True
+                            break
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    assert killed_while_processing, "the ingest finished before it could be killed mid-document"
+
+    async with Engine.open(cli_settings) as engine:
+        assert await engine.db.integrity_check() == "ok"
+        visible = await engine.papers("crash")
+        interrupted = await engine.db.unfinished_jobs()
+        assert len(interrupted) == 1 and interrupted[0].status == "running"
+        half = interrupted[0].document_id
+        assert half is not None and half not in {d.id for d in visible}
+        hits = (await engine.search("crash", "the model training data results", k=200, mode="lexical")).hits
+        assert half not in {h.doc_id for h in hits}
+        assert {h.doc_id for h in hits} <= {d.id for d in visible}
+
+        reports = await engine.resume_jobs()
+        assert [r.status for r in reports] == ["indexed"]
+        assert await engine.db.unfinished_jobs() == []
+        assert len(await engine.papers("crash")) == len(visible) + 1
+
+
+def test_ask_json_status_and_the_terminal_chat(cli_settings: Settings) -> None:
+    paper = REAL_PDFS / "distillation.pdf"
+    assert paperbot(cli_settings, "ingest", "--index", "ml", str(paper)).returncode == 0
+
+    asked = paperbot(cli_settings, "ask", "--index", "ml", "--json", "What are soft targets?")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert set(answer) == {"reasoning", "answer", "abstained", "sources"}
+    for source in answer["sources"]:
+        assert set(source) == {"n", "doc_id", "chunk_id", "title", "page_start", "page_end"}
+        assert source["title"] == "Distilling the Knowledge in a Neural Network"
+
+    scoped = paperbot(cli_settings, "ask", "--index", "ml", "--paper", "nothing like it", "--json", "why?")
+    assert scoped.returncode == 1 and "No paper here matches" in scoped.stderr
+
+    status = paperbot(cli_settings, "status")
+    assert status.returncode == 0, status.stderr
+    assert "llama.cpp on the CPU" in status.stdout and "ml\t1 papers" in status.stdout
+    assert "bot:         not running" in status.stdout
+
+    chat = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "chat", "--index", "talk"],
+        input=f"/add {EDGE_PDFS / 'ok_minimal.pdf'}\n/papers\nWhat is on the first page?\n/quit\n",
+        env=cli_env(cli_settings),
+        cwd=cli_settings.data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert re.search(r"Indexed .+ \(2 pages, \d+ passages\)", chat.stdout)
+    assert re.search(r"^> \d+\t.+ \(2 pages\)$", chat.stdout, re.MULTILINE)  # /papers lists it
+    assert re.search(r"^  \[1\] .+, pp?\. [12]", chat.stdout, re.MULTILINE)  # the answer's sources
