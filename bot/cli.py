@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from rag_engine.errors import USER_FACING
+from rag_engine.errors import USER_FACING, IndexNotFound
 from rag_engine.settings import Settings
 
 log = logging.getLogger("paperbot")
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args, settings))
     except USER_FACING as error:
         print(f"paperbot: {error}", file=sys.stderr)
-        return EXIT_USAGE if type(error).__name__ == "IndexNotFound" else EXIT_FAILED
+        return EXIT_USAGE if isinstance(error, IndexNotFound) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot.cli import EXIT_FAILED, EXIT_USAGE, print_json
+from bot.cli import EXIT_FAILED, print_json
 from bot.console_app import run_console
 from bot.formatting import source_lines
 from bot.messages import Channel, Failed, Final, Partial, User
@@ -18,13 +18,6 @@ from bot.runtime import open_core
 from rag_engine.engine import Engine
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestProgress
-
-
-async def _require_index(engine: Engine, name: str) -> bool:
-    if await engine.has_index(name):
-        return True
-    print(f"paperbot: there is no index named '{name}'. Create it with: paperbot ingest --index {name} FILE...", file=sys.stderr)
-    return False
 
 
 class _ProgressBar:
@@ -74,8 +67,6 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     async with Engine.open(settings) as engine:
-        if not await _require_index(engine, args.index):
-            return EXIT_USAGE
         result = await engine.search(args.index, " ".join(args.query), k=args.top_k, mode=args.mode)
     if args.json:
         print_json(
@@ -104,8 +95,6 @@ async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_papers(args: argparse.Namespace, settings: Settings) -> int:
     async with Engine.open(settings) as engine:
-        if not await _require_index(engine, args.index):
-            return EXIT_USAGE
         docs = await engine.papers(args.index)
     if args.json:
         print_json([{"id": d.id, "title": d.title, "pages": d.page_count, "added": d.created_at} for d in docs])
@@ -119,8 +108,6 @@ async def cmd_papers(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     async with Engine.open(settings) as engine:
-        if not await _require_index(engine, args.index):
-            return EXIT_USAGE
         doc = await engine.remove(args.index, args.doc_id)
     print(f"removed {doc.id}: {doc.title}")
     return 0
@@ -128,8 +115,6 @@ async def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
     async with Engine.open(settings) as engine:
-        if not await _require_index(engine, args.index):
-            return EXIT_USAGE
         removed = await engine.clear(args.index)
     print(f"removed {removed} papers from {args.index}")
     return 0
@@ -140,8 +125,7 @@ CLI_USER = User(id="cli", name="cli", is_moderator=True)
 
 async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     async with open_core(settings, heartbeat=False) as core:
-        if not await _require_index(core.engine, args.index):
-            return EXIT_USAGE
+        await core.engine.index(args.index)  # an unknown index is an error here, not an abstention
         channel = Channel("cli", "local", args.index)
         shown = 0
         final: Answer | None = None

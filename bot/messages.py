@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rag_engine.types import AnswerEvent, Failed, Final, Partial, Queued
+from rag_engine.types import AnswerEvent, Failed, Final, Partial, Queued, Turn
 
 __all__ = [
     "AnswerEvent", "Channel", "Failed", "Final", "PaperInfo", "Partial", "Queued", "StatusInfo", "Turn", "User",
@@ -31,14 +31,6 @@ class User:
     id: str
     name: str
     is_moderator: bool = False  # Discord "Manage Messages", Slack workspace admin/owner
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One earlier exchange, for follow-up questions (a reply to the bot)."""
-
-    question: str
-    answer: str
 
 
 @dataclass(frozen=True, slots=True)

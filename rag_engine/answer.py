@@ -12,7 +12,7 @@ from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, split_partial
 from rag_engine.retrieval.search import SearchResult
 from rag_engine.settings import Settings
-from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued
+from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued, Turn
 from rag_engine.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,11 @@ class Answerer:
         return result.colbert_best is not None and result.colbert_best >= self.settings.min_relevance
 
     async def answer(
-        self, index: str, question: str, history: Sequence[object] = (), doc_id: int | None = None
+        self, index: str, question: str, history: Sequence[Turn] = (), doc_id: int | None = None
     ) -> AsyncIterator[AnswerEvent]:
         """Queued(position)… → Partial(reasoning, answer)… → Final(answer). Closing the stream stops generation.
 
-        `history` items have `.question` and `.answer`, oldest first.
+        `history` is oldest first.
         """
         if not await self.engine.has_index(index) or not await self.engine.papers(index):
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from storage.errors import StorageError
+# Storage failures a user can meet, re-exported so callers above rag_engine need not reach into storage.
+from storage.errors import DocumentNotFound, EncoderMismatch, IndexNotFound, StorageError  # noqa: F401
 
 
 class PaperbotError(Exception):

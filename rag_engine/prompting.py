@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from rag_engine.llm.base import ChatMessage, approx_tokens
-from rag_engine.types import Answer, Hit, Source
+from rag_engine.types import Answer, Hit, Source, Turn
 
 if TYPE_CHECKING:
     from rag_engine.settings import Settings
@@ -57,16 +57,6 @@ _MESSAGE_OVERHEAD = 5
 _REPLY_PREFIX = 3
 
 
-class TurnLike(Protocol):
-    """An earlier exchange: bot.messages.Turn, HistoryTurn, or anything with these two attributes."""
-
-    @property
-    def question(self) -> str: ...
-
-    @property
-    def answer(self) -> str: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Passage:
     """A passage without retrieval metadata (training data: QASA paragraphs have no pages or ids)."""
@@ -77,14 +67,6 @@ class Passage:
     page_end: int | None = None
     doc_id: int | None = None
     chunk_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryTurn:
-    """An earlier question and the answer the bot gave (bot.messages.Turn has the same fields)."""
-
-    question: str
-    answer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +198,7 @@ def count_prompt_tokens(messages: Sequence[ChatMessage], count: TokenCounter) ->
 def build_prompt(
     question: str,
     passages: Sequence[Hit | Passage],
-    history: Sequence[TurnLike] = (),
+    history: Sequence[Turn] = (),
     *,
     budget: PromptBudget | None = None,
     count_tokens: TokenCounter | None = None,
@@ -224,7 +206,7 @@ def build_prompt(
 ) -> Prompt:
     """Lay out a question with its ranked passages (best first) and recent history within the token budget.
 
-    `history` items need `.question` and `.answer` (bot.messages.Turn or HistoryTurn), oldest first.
+    `history` items need `.question` and `.answer` (rag_engine.types.Turn), oldest first.
     """
     budget = budget or PromptBudget()
     count = count_tokens or approx_tokens
@@ -270,7 +252,7 @@ def build_prompt(
 def build_messages(
     question: str,
     passages: Sequence[Hit | Passage],
-    history: Sequence[TurnLike] = (),
+    history: Sequence[Turn] = (),
     *,
     budget: PromptBudget | None = None,
     count_tokens: TokenCounter | None = None,

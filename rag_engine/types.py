@@ -92,6 +92,14 @@ class Answer:
     sources: tuple[Source, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier exchange, for follow-up questions (a reply to the bot)."""
+
+    question: str
+    answer: str
+
+
 # --- what answering a question streams ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Queued:

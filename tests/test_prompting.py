@@ -13,7 +13,6 @@ from rag_engine.llm.llama_cpp_backend import ChatTemplate
 from rag_engine.prompting import (
     ABSTAIN_ANSWER,
     SEPARATOR,
-    HistoryTurn,
     Passage,
     PromptBudget,
     abstain,
@@ -24,7 +23,7 @@ from rag_engine.prompting import (
     parse_answer,
     split_partial,
 )
-from rag_engine.types import Hit, Source
+from rag_engine.types import Hit, Source, Turn
 
 SOURCES = (
     Source(1, 10, 100, "Attention Is All You Need", 3, 4),
@@ -66,7 +65,7 @@ def test_layout_numbers_sources_in_rank_order_and_ends_with_the_question():
 
 
 def test_history_comes_before_the_question_as_earlier_turns():
-    history = [HistoryTurn("First?", "One [1]."), HistoryTurn("Second?", "Two.")]
+    history = [Turn("First?", "One [1]."), Turn("Second?", "Two.")]
     messages, _ = build_messages("Third?", [hit(1)], history)
     assert [(m.role, m.content) for m in messages[1:5]] == [
         ("user", "First?"), ("assistant", "One [1]."), ("user", "Second?"), ("assistant", "Two."),
@@ -87,7 +86,7 @@ def test_passage_text_cannot_break_out_of_its_fence():
 # --- budget -----------------------------------------------------------------------------------------------------------
 def test_a_prompt_that_fits_keeps_everything(vocab):
     count, _ = vocab
-    prompt = build_prompt("Q?", [hit(i) for i in range(1, 4)], [HistoryTurn("a?", "b.")], count_tokens=count)
+    prompt = build_prompt("Q?", [hit(i) for i in range(1, 4)], [Turn("a?", "b.")], count_tokens=count)
     assert (len(prompt.sources), prompt.dropped_history, prompt.dropped_sources) == (3, 0, 0)
 
 
@@ -95,7 +94,7 @@ def test_oldest_history_goes_first_then_the_lowest_ranked_sources(vocab):
     count, chat_tokens = vocab
     long = "The model attends to every position of the sequence with several heads. " * 30
     passages = [hit(i, long) for i in range(1, 6)]
-    history = [HistoryTurn(f"question {i}?", long) for i in range(3)]
+    history = [Turn(f"question {i}?", long) for i in range(3)]
     roomy = PromptBudget(n_ctx=4096, max_new_tokens=256, max_source_tokens=200, max_history_answer_tokens=200)
     full = build_prompt("What do the heads do?", passages, history, budget=roomy, count_tokens=count)
     assert (full.dropped_history, full.dropped_sources) == (0, 0)
