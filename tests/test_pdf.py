@@ -14,7 +14,6 @@ from functools import cache
 import pymupdf
 import pytest
 
-import rag_engine.pdf as pdf_module
 from rag_engine.errors import (
     DamagedPdf,
     EmptyFile,
@@ -25,7 +24,7 @@ from rag_engine.errors import (
     TooLarge,
     UnsupportedFile,
 )
-from rag_engine.pdf import extract_pdf
+from rag_engine.pdf import budget, compose, extract, extract_pdf
 from rag_engine.types import ExtractedPdf
 from tests.conftest import EDGE_PDFS, REAL_PDFS, REPO
 
@@ -139,7 +138,7 @@ def test_page_limit_refuses_before_reading_any_page(monkeypatch: pytest.MonkeyPa
     def must_not_run(*args, **kwargs):
         raise AssertionError("pages were read before the page count was checked")
 
-    monkeypatch.setattr(pdf_module, "_read_pages", must_not_run)
+    monkeypatch.setattr(extract, "_read_pages", must_not_run)
     with pytest.raises(TooLarge, match="1200 pages"):
         _extract("many_pages_1200.pdf")
 
@@ -165,8 +164,8 @@ def test_signature_is_checked_before_mupdf_guesses_a_format() -> None:
 
 def test_deflate_bomb_page_is_never_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
     interpreted: list[int] = []
-    real = pdf_module._page_blocks
-    monkeypatch.setattr(pdf_module, "_page_blocks", lambda page: interpreted.append(page.number) or real(page))
+    real = budget._page_blocks
+    monkeypatch.setattr(budget, "_page_blocks", lambda page: interpreted.append(page.number) or real(page))
     with pytest.raises(NoText):
         _extract("deflate_bomb_200mb.pdf")
     assert interpreted == []
@@ -247,12 +246,12 @@ def test_bomb_in_a_form_xobject_skips_only_its_page() -> None:
 
 
 def test_document_content_budget_stops_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pdf_module, "MAX_PAGE_CONTENT_BYTES", 4 << 20)
-    monkeypatch.setattr(pdf_module, "MAX_DOC_CONTENT_BYTES", 10 << 20)
+    monkeypatch.setattr(budget, "MAX_PAGE_CONTENT_BYTES", 4 << 20)
+    monkeypatch.setattr(budget, "MAX_DOC_CONTENT_BYTES", 10 << 20)
     measured: list[int] = []
-    real = pdf_module._stream_size
+    real = budget._stream_size
     monkeypatch.setattr(
-        pdf_module, "_stream_size", lambda doc, xref, limit: measured.append(xref) or real(doc, xref, limit)
+        budget, "_stream_size", lambda doc, xref, limit: measured.append(xref) or real(doc, xref, limit)
     )
     texts = [f"Text of page {n} in this file." for n in range(1, 9)]
     result = extract_pdf(_pdf_with_forms(texts, [3] * 8), max_bytes=MAX_BYTES, max_pages=MAX_PAGES)
@@ -284,8 +283,8 @@ def test_mangled_files_are_refused_or_read_never_crash() -> None:
 
 def test_text_is_capped_per_page_and_per_document(monkeypatch: pytest.MonkeyPatch) -> None:
     full = _paper("1706.03762.pdf")
-    monkeypatch.setattr(pdf_module, "MAX_PAGE_CHARS", 1000)
-    monkeypatch.setattr(pdf_module, "MAX_DOC_CHARS", 5500)
+    monkeypatch.setattr(compose, "MAX_PAGE_CHARS", 1000)
+    monkeypatch.setattr(compose, "MAX_DOC_CHARS", 5500)
     capped = _extract("1706.03762.pdf", REAL_PDFS)
     lengths = [len(page.text) for page in capped.pages]
     assert lengths[:5] == [1000] * 5 and sum(lengths) == 5500 and lengths[-1] == 0

@@ -1,0 +1,77 @@
+"""Cleaning text: NFKC normalisation and invisible characters dropped, running headers/footers (page numbers included)
+found, and words hyphenated across a line break made whole again."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+
+from rag_engine.pdf.lines import _Block, _Line
+
+_HEADER_MIN_PAGES = 3
+_HEADER_MIN_SHARE = 0.4  # a line repeated in that zone on this share of the pages is a running header
+
+_DROP_CHARS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u2060\ufeff\ufffd\ue000-\uf8ff]"
+)
+_DIGITS = re.compile(r"\d+")
+_WORD_BEFORE_HYPHEN = re.compile(r"([\w-]*\w)-$")
+_WORD_AFTER = re.compile(r"^(\w+)")
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)  # ligatures (ﬁ → fi), full-width forms, Arabic presentation forms
+    return " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
+
+
+def _running_key(line: _Line) -> tuple[str, str]:
+    return line.zone or "", _DIGITS.sub("#", line.text.lower())
+
+
+def _running_lines(raw_pages: list[list[_Block]]) -> set[tuple[str, str]]:
+    """Header/footer lines (page numbers included: digits are masked) seen in the same band on many pages."""
+    if len(raw_pages) < _HEADER_MIN_PAGES:
+        return set()
+    seen: Counter[tuple[str, str]] = Counter()
+    for blocks in raw_pages:
+        seen.update(
+            {_running_key(line) for block in blocks for line in block.lines if line.zone and len(line.text) < 200}
+        )
+    needed = max(_HEADER_MIN_PAGES, math.ceil(_HEADER_MIN_SHARE * len(raw_pages)))
+    return {key for key, count in seen.items() if count >= needed}
+
+
+def _vocabulary(raw_pages: list[list[_Block]]) -> Counter[str]:
+    """Words as the document writes them inside lines, to decide whether a line-end hyphen belongs to the word."""
+    words: Counter[str] = Counter()
+    for blocks in raw_pages:
+        for block in blocks:
+            for line in block.lines:
+                words.update(re.findall(r"\w+(?:-\w+)*", line.text.lower()))
+    return words
+
+
+def _join_lines(lines: list[str], vocabulary: Counter[str]) -> str:
+    """Lines of one paragraph joined with spaces; a word hyphenated across a line break is made whole again."""
+    out = ""
+    for line in lines:
+        if not out:
+            out = line
+            continue
+        before = _WORD_BEFORE_HYPHEN.search(out)
+        after = _WORD_AFTER.match(line)
+        if before and after and line[0].islower():
+            head, tail = before.group(1).lower(), after.group(1).lower()
+            joined, hyphenated = head + tail, f"{head}-{tail}"
+            # "exam-" + "ple" → "example", but keep "self-attention" and "state-of-the-art" as the text writes them.
+            if "-" in head or vocabulary[hyphenated] > vocabulary[joined]:
+                out += line
+            else:
+                out = out[:-1] + line
+        elif before and after:
+            out += line  # "GPT-" + "3", "ZeRO-" + "DP": a capital or digit after a hyphen is a compound
+        else:
+            out += " " + line
+    return out

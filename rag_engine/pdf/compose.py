@@ -1,0 +1,73 @@
+"""Composing a page's text: running headers/footers dropped, blocks in reading order, paragraphs rejoined across block
+breaks and headings recorded at their offsets, all within the per-page and per-document text caps."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from rag_engine.pdf.cleanup import _join_lines, _running_key, _running_lines, _vocabulary
+from rag_engine.pdf.headings import _body_size, _split_headings
+from rag_engine.pdf.layout import _reading_order
+from rag_engine.pdf.lines import _Block
+from rag_engine.types import PageText
+
+log = logging.getLogger(__name__)
+
+#: Text kept per page and per document (a dense two-column page holds about 8,000 characters).
+MAX_PAGE_CHARS = 100_000
+MAX_DOC_CHARS = 8_000_000
+
+
+def _compose(raw_pages: list[list[_Block]]) -> list[PageText]:
+    running = _running_lines(raw_pages)
+    vocabulary = _vocabulary(raw_pages)
+    body_size = _body_size(raw_pages)
+    pages: list[PageText] = []
+    remaining = MAX_DOC_CHARS
+    for number, blocks in enumerate(raw_pages, start=1):
+        kept: list[_Block] = []
+        for block in blocks:
+            lines = [line for line in block.lines if not (line.zone and _running_key(line) in running)]
+            if lines:
+                kept.append(_Block(lines))
+        page = _page_text(number, _reading_order(kept), vocabulary, body_size, min(MAX_PAGE_CHARS, remaining))
+        remaining -= len(page.text)
+        pages.append(page)
+    return pages
+
+
+def _page_text(number: int, blocks: list[_Block], vocabulary: Counter[str], body_size: float, limit: int) -> PageText:
+    paragraphs: list[str] = []
+    heading_at: list[int] = []  # indexes into paragraphs
+    open_paragraph = False  # the last paragraph may continue into the next block
+    for block, is_heading in (piece for whole in blocks for piece in _split_headings(whole, body_size)):
+        text = _join_lines([line.text for line in block.lines], vocabulary)
+        if not text:
+            continue
+        if is_heading:
+            heading_at.append(len(paragraphs))
+            paragraphs.append(text)
+            open_paragraph = False
+        elif open_paragraph and _continues(paragraphs[-1], text):
+            paragraphs[-1] = _join_lines([paragraphs[-1], text], vocabulary)
+        else:
+            paragraphs.append(text)
+            open_paragraph = True
+    page_text, headings, offset = "", [], 0
+    heading_set = set(heading_at)
+    for index, paragraph in enumerate(paragraphs):
+        if index in heading_set:
+            headings.append((offset, paragraph))
+        offset += len(paragraph) + 2
+    page_text = "\n\n".join(paragraphs)
+    if len(page_text) > limit:
+        log.warning("page %d text truncated from %d to %d characters", number, len(page_text), limit)
+        page_text = page_text[: max(limit, 0)]
+        headings = [(at, heading) for at, heading in headings if at + len(heading) <= len(page_text)]
+    return PageText(number=number, text=page_text, headings=tuple(headings))
+
+
+def _continues(previous: str, text: str) -> bool:
+    """A paragraph cut by a column or block break: it ends mid-sentence and the next block starts in lowercase."""
+    return previous[-1] not in ".!?:;" and text[0].islower()
