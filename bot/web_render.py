@@ -7,8 +7,8 @@ answer that contains HTML is shown as text, never run. The Chatbot's own HTML sa
 from __future__ import annotations
 
 import html
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 
 from bot.formatting import source_lines
 from bot.messages import PaperInfo, StatusInfo

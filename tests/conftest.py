@@ -37,12 +37,10 @@ def tiny_models() -> Path:
     return out
 
 
-@pytest.fixture
-def settings(tmp_path: Path, tiny_models: Path) -> Settings:
-    """Settings for one test: its own data folder, the tiny models, CPU only, no .env."""
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
+def make_settings(data_dir: Path, tiny_models: Path, **overrides: object) -> Settings:
+    """Settings for tests: their own data folder, the tiny models, CPU only, no .env; `overrides` on top."""
+    fields: dict[str, object] = dict(
+        data_dir=data_dir,
         colbert_model=str(tiny_models / "colbert"),
         llm_model=str(tiny_models / "qwen2.gguf"),
         device="cpu",
@@ -52,3 +50,11 @@ def settings(tmp_path: Path, tiny_models: Path) -> Settings:
         max_new_tokens=48,
         flash_attn=False,
     )
+    fields.update(overrides)
+    return Settings(_env_file=None, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_models: Path) -> Settings:
+    """Settings for one test (see make_settings)."""
+    return make_settings(tmp_path / "data", tiny_models)

@@ -24,13 +24,12 @@ import yarl
 from discord.utils import escape_markdown
 from pydantic import SecretStr
 
-from bot import discord_render as render
 from bot.core import Core
-from bot.discord_app import EDIT_INTERVAL_S, PaperBot, serve
+from bot.discord_app import EDIT_INTERVAL_S, PaperBot, render, serve
 from bot.messages import Channel, Final, PaperInfo, Turn, User
 from bot.runtime import open_core
 from rag_engine.settings import Settings
-from tests.conftest import EDGE_PDFS, REAL_PDFS
+from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
 from tests.fakes.arxiv_server import ArxivStandIn
 from tests.fakes.discord_server import (
     FakeChannel,
@@ -103,12 +102,9 @@ async def world(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     arxiv = ArxivStandIn({SEARCH_ENGINES_ID: REAL_PDFS / f"{SEARCH_ENGINES_ID}.pdf"})
     allowed = [str(c.id) for g in (lab, newlab) for c in g.channels.values() if c is not offlimits and not c.is_thread]
     async with fake, arxiv:
-        settings = Settings(
-            _env_file=None,
-            data_dir=tmp_path_factory.mktemp("discord") / "data",
-            colbert_model=str(tiny_models / "colbert"),
-            llm_model=str(tiny_models / "qwen2.gguf"),
-            device="cpu", n_gpu_layers=0, n_ctx=2048, parallel=4, max_new_tokens=48, flash_attn=False,
+        settings = make_settings(
+            tmp_path_factory.mktemp("discord") / "data",
+            tiny_models,
             queue_size=8,  # 20 mentions at once: some answered, the rest told to wait
             user_rate_per_minute=1000,  # rate limits are Core's (tested there); here they would only add noise
             allowed_channels=allowed,

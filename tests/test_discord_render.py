@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from bot import discord_render as render
-from bot.discord_app import ThrottledEditor, _question_text
+from bot.discord_app import ThrottledEditor, render
+from bot.discord_app.events import _question_text
 from bot.messages import PaperInfo, Partial
 from rag_engine.types import Answer, IngestReport, Source
 

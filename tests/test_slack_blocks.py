@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from bot import slack_blocks as sb
 from bot.messages import PaperInfo, StatusInfo
+from bot.slack_app import blocks as sb
 from rag_engine.types import Answer, IngestReport, Source
 
 WORDS = ["attention", "transformer", "encoder", "decoder", "residual", "layer", "norm", "softmax", "query", "key"]

@@ -27,7 +27,7 @@ from bot.runtime import open_core
 from bot.slack_app import ANSWER_METADATA, STOPPED, SlackBot, SlackSetupError, serve
 from rag_engine.errors import QueueFull
 from rag_engine.settings import Settings
-from tests.conftest import EDGE_PDFS, REAL_PDFS
+from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
 from tests.fakes.arxiv_server import ArxivStandIn
 from tests.fakes.slack_server import SlackStandIn
 
@@ -55,17 +55,10 @@ async def slack() -> AsyncIterator[SlackStandIn]:
 
 @pytest.fixture(scope="module")
 def slack_settings(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory, arxiv: ArxivStandIn) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path_factory.mktemp("slack") / "data",
-        colbert_model=str(tiny_models / "colbert"),
-        llm_model=str(tiny_models / "qwen2.gguf"),
-        device="cpu",
-        n_gpu_layers=0,
-        n_ctx=2048,
-        parallel=4,
+    return make_settings(
+        tmp_path_factory.mktemp("slack") / "data",
+        tiny_models,
         max_new_tokens=192,
-        flash_attn=False,
         queue_size=8,  # 4 generating + at most 4 waiting per channel: a flood of 20 must be partly refused
         user_rate_per_minute=50,
         download_hosts=["127.0.0.1"],
