@@ -1,6 +1,6 @@
 """Ingestion throughput end to end (read PDF → chunk → encode → store), through the real Engine.
 
-    python bench/bench_ingest.py [--models DIR] [--base] [--device cpu|cuda] [--papers DIR]
+    python bench/bench_ingest.py [--models DIR] [--base] [--device cpu|cuda] [--papers DIR] [--first N]
 
 Ingests every PDF of ../shared/data/pdfs/real into a fresh index and prints pages/s and passages/s. The tiny test
 ColBERT measures everything but the encoder; `--base` repeats it with a random BERT-base ColBERT of the real
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="a training.tiny_models output folder")
     parser.add_argument("--papers", type=Path, default=REPO.parent / "shared" / "data" / "pdfs" / "real")
     parser.add_argument("--base", action="store_true")
+    parser.add_argument("--first", type=int, default=None, help="only the first N papers (by name)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.models is None:
@@ -53,7 +54,7 @@ def main() -> None:
 
         args.models = Path(tempfile.mkdtemp()) / "tiny"
         build_all(args.models)
-    papers = sorted(args.papers.glob("*.pdf"))
+    papers = sorted(args.papers.glob("*.pdf"))[: args.first]
     rows = [("tiny ColBERT (2 layers, 64 hidden)", args.models / "colbert")]
     with tempfile.TemporaryDirectory() as tmp:
         if args.base:
