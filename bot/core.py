@@ -172,6 +172,10 @@ class Core:
         """Remember which platform message holds which answer, so reactions on it can be recorded."""
         await self.engine.remember_answer(channel.index_name, message_ref, question, answer)
 
+    async def answer_for(self, channel: Channel, message_ref: str) -> Turn | None:
+        """The question and answer a posted message holds (as remembered by `answer_posted`), or None."""
+        return await self.engine.answer_for(channel.index_name, message_ref)
+
     async def record_feedback(self, channel: Channel, user: User, message_ref: str, vote: int) -> bool:
         """Store a 👍 (+1) / 👎 (-1) on a posted answer. False when `message_ref` is not a known answer."""
         if vote not in (1, -1):

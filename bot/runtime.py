@@ -20,11 +20,12 @@ HEARTBEAT_S = 5.0
 
 @contextlib.asynccontextmanager
 async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncIterator[Core]:
-    """Database, models, worker queue and downloader, opened in order and closed in reverse.
+    """Database, models (both loaded now), worker queue and downloader, opened in order and closed in reverse.
 
     Unfinished ingestion jobs of a previous run are resumed in the background.
     """
     async with Engine.open(settings) as engine, Answerer.open(engine, settings) as answerer:
+        await engine.encoders.get()  # a missing model is reported at start, not at the first upload
         downloader = Downloader(settings.download_hosts, max_bytes=int(settings.max_file_mb * 1024 * 1024))
         core = Core(engine, answerer, settings, downloader)
         tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rag_engine.encoding import EncoderService
+from rag_engine.errors import InvalidQuestion
 from rag_engine.ingest import Ingestor, Progress
 from rag_engine.retrieval import BruteForceScorer, Retriever
 from rag_engine.retrieval.search import Mode, SearchResult
 from rag_engine.settings import Settings
-from rag_engine.errors import InvalidQuestion
-from rag_engine.types import Answer, IngestReport
+from rag_engine.types import Answer, IngestReport, Turn
 from storage.codec import CODEC_ID, bytes_per_token
 from storage.db import Database
 from storage.errors import IndexNotFound
@@ -123,6 +123,16 @@ class Engine:
     async def remember_answer(self, index: str, message_ref: str, question: str, answer: Answer) -> None:
         record = await self.index(index)
         await self.db.save_answer(record.id, message_ref, question, answer_to_json(answer))
+
+    async def answer_for(self, index: str, message_ref: str) -> Turn | None:
+        """The question and answer shown in a posted message (so follow-ups survive a restart)."""
+        if not await self.has_index(index):
+            return None
+        found = await self.db.get_answer((await self.index(index)).id, message_ref)
+        if found is None:
+            return None
+        question, answer_json = found
+        return Turn(question=question, answer=str(json.loads(answer_json).get("answer", "")))
 
     async def record_feedback(self, index: str, message_ref: str, user_id: str, vote: int) -> bool:
         if not await self.has_index(index):

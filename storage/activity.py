@@ -24,6 +24,13 @@ class ActivityRepository:
                 (index_id, message_ref, question, answer_json, utc_now()),
             )
 
+    async def get_answer(self, index_id: int, message_ref: str) -> tuple[str, str] | None:
+        """(question, answer_json) of the answer shown in `message_ref`, if it was remembered."""
+        row = await self._db.fetchone(
+            "SELECT question, answer_json FROM answers WHERE index_id = ? AND message_ref = ?", (index_id, message_ref)
+        )
+        return None if row is None else (str(row[0]), str(row[1]))
+
     async def record_feedback(self, index_id: int, message_ref: str, user_id: str, vote: int) -> bool:
         """Record a vote on a remembered answer; False when `message_ref` holds no answer of this index."""
         async with self._db.transaction() as tx:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from storage.activity import ActivityRepository
 from storage.connection import Connection
 from storage.migrations import MIGRATIONS, Migration
-from storage.activity import ActivityRepository
 from storage.repository import Repository
 
 

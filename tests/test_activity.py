@@ -13,6 +13,8 @@ async def test_votes_are_recorded_only_on_known_answers_and_once_per_user(tmp_pa
         a = await db.get_or_create_index("slack/T/C1", "enc", CODEC_ID, 8)
         b = await db.get_or_create_index("slack/T/C2", "enc", CODEC_ID, 8)
         await db.save_answer(a.id, "msg-1", "why?", json.dumps({"answer": "because"}))
+        assert await db.get_answer(a.id, "msg-1") == ("why?", json.dumps({"answer": "because"}))
+        assert await db.get_answer(b.id, "msg-1") is None
         assert await db.record_feedback(a.id, "msg-1", "u1", 1)
         assert await db.record_feedback(a.id, "msg-1", "u1", 1)  # a repeated reaction is not counted twice
         assert await db.record_feedback(a.id, "msg-1", "u2", -1)

@@ -327,6 +327,16 @@ async def test_reply_to_an_answer_continues_the_conversation(world: World, monke
     assert calls[1]["history"] == [Turn(question="what is the encoder made of?", answer=calls[0]["final"].answer)]
 
 
+async def test_a_reply_after_a_restart_still_knows_the_question(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_on_ask(monkeypatch, world.core)
+    first = await world.fake.post(world.papers, world.bob, f"{world.fake.mention()} how are positions encoded?")
+    (answer, *_) = await answer_to(world, first)
+    world.bot._exchanges.clear()  # what a restart forgets; the database remembers the posted answer
+    follow = await world.fake.post(world.papers, world.bob, "and why sinusoids?", reply_to=answer)
+    await answer_to(world, follow)
+    assert calls[1]["history"] == [Turn(question="how are positions encoded?", answer=calls[0]["final"].answer)]
+
+
 async def test_mentioning_the_bots_role_asks_too(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = spy_on_ask(monkeypatch, world.core)
     question = await world.fake.post(

@@ -176,8 +176,17 @@ async def ask(via: Via, channel: str, user: str, question: str, thread_ts: str |
 
 # --- adding papers ---------------------------------------------------------------------------------------------------
 async def test_shared_pdf_is_downloaded_with_the_bot_token_and_indexed(
-    socket_bot: Via, slack: SlackStandIn, core: Core
+    socket_bot: Via, slack: SlackStandIn, core: Core, monkeypatch: pytest.MonkeyPatch
 ):
+    # The tiny encoder indexes this paper faster than the 1-second edit throttle; encoding as slowly as a real
+    # model would makes the progress lines reach the message.
+    encode = core.engine.encoders.encode_documents
+
+    async def slow_encode(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.5)
+        return await encode(*args, **kwargs)
+
+    monkeypatch.setattr(core.engine.encoders, "encode_documents", slow_encode)
     pdf = REAL_PDFS / "distillation.pdf"
     file = slack.add_file(pdf.name, pdf.read_bytes())
     event = slack.user_message("CUPLOAD", AUTHOR, "the distillation paper", files=[file])

@@ -58,7 +58,7 @@ class Events:
             if not pdfs and not links:
                 await self._reply(message, self.core.help_text())
             return
-        history = self._history(referenced) if replying_to_bot and referenced is not None else []
+        history = await self._history(channel, referenced) if replying_to_bot and referenced is not None else []
         previous = referenced.id if referenced is not None and referenced.id in self._exchanges else None
         placeholder = await self._reply(message, render.THINKING)
         if placeholder is None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import discord
 
+from bot.core import Core
 from bot.discord_app import render
-from bot.messages import Turn
+from bot.messages import Channel, Turn
 from rag_engine.types import Answer
 
 MAX_HISTORY_TURNS = 6
@@ -29,6 +30,7 @@ class History:
     """Part of `PaperBot`: following replies back through the bot's answers."""
 
     _exchanges: OrderedDict[int, _Exchange]
+    core: Core
 
     async def _referenced(self, message: discord.Message) -> discord.Message | None:
         """The message this one replies to. Discord sends it along; it is fetched only when the bot was pinged."""
@@ -46,7 +48,7 @@ class History:
         except discord.HTTPException:
             return None
 
-    def _history(self, answer_message: discord.Message) -> list[Turn]:
+    async def _history(self, channel: Channel, answer_message: discord.Message) -> list[Turn]:
         """Earlier turns of a conversation, oldest first, following replies back from `answer_message`."""
         turns: list[Turn] = []
         cursor: int | None = answer_message.id
@@ -57,9 +59,12 @@ class History:
             turns.append(exchange.turn)
             cursor = exchange.previous
         if not turns:
-            # Not remembered (e.g. after a restart): use the answer text the message itself shows.
+            # Not in memory (e.g. after a restart): the stored answer, else the answer text the message shows.
+            stored = await self.core.answer_for(channel, str(answer_message.id))
             body = render.answer_body(answer_message.content)
-            if body:
+            if stored is not None:
+                turns.append(stored)
+            elif body:
                 turns.append(Turn(question="", answer=body))
         return list(reversed(turns))
 

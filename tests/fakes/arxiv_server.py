@@ -16,6 +16,8 @@ from types import TracebackType
 
 from aiohttp import web
 
+from tests.fakes import serve_on_loopback
+
 _VERSION = re.compile(r"v\d+$")
 
 
@@ -38,11 +40,7 @@ class ArxivStandIn:
         app = web.Application()
         app.router.add_get("/abs/{id:.+}", self._abs)
         app.router.add_get("/pdf/{id:.+}", self._pdf)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def __aexit__(

@@ -36,6 +36,8 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from tests.fakes import serve_on_loopback
+
 SECTION_CHARS = 3000
 MESSAGE_BLOCKS = 50
 BLOCKS_TOTAL_CHARS = 13_000  # where Slack starts answering msg_blocks_too_long (observed, not documented)
@@ -55,7 +57,7 @@ class SlackStandIn:
     BOT_USER = "U0BOT"
     BOT_ID = "B0BOT"
     APP_ID = "A0PAPER"
-    BOT_TOKEN = "xoxb-0000-test-bot-token"
+    BOT_TOKEN = "xoxb-fake-bot"
     APP_TOKEN = "xapp-1-test-app-token"
     SIGNING_SECRET = "test-signing-secret"
 
@@ -96,11 +98,7 @@ class SlackStandIn:
         app.router.add_get("/socket", self._socket)
         app.router.add_get("/files-pri/{path:.+}", self._file)
         app.router.add_post("/response/{id}", self._response)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_on_loopback(app)
         self._http = aiohttp.ClientSession()
         return self
 
