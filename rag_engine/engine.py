@@ -71,11 +71,10 @@ class Engine:
         self, index: str, query: str, *, k: int | None = None, mode: Mode | None = None, doc_id: int | None = None
     ) -> SearchResult:
         record = await self.index(index)
-        if mode != "lexical" and (mode or self.settings.retrieval_mode) != "lexical":
+        mode = mode or self.settings.retrieval_mode
+        if mode != "lexical":
             await self._check_encoder(record)
-        return await self.retriever.search(
-            record, query, k=k or self.settings.top_k, mode=mode or self.settings.retrieval_mode, doc_id=doc_id
-        )
+        return await self.retriever.search(record, query, k=k or self.settings.top_k, mode=mode, doc_id=doc_id)
 
     async def _check_encoder(self, record: IndexRecord) -> None:
         """Refuse to score an index with vectors from another model (get_or_create_index raises the clear error)."""
