@@ -147,10 +147,8 @@ class Core:
         return removed
 
     async def status(self, channel: Channel) -> StatusInfo:
-        papers = chunks = 0
-        for summary in await self.engine.summaries():
-            if summary.name == channel.index_name:
-                papers, chunks = summary.papers, summary.chunks
+        summary = await self.engine.summary(channel.index_name)
+        papers, chunks = (summary.papers, summary.chunks) if summary else (0, 0)
         info = self.answerer.backend_info()
         encoder = self.engine.encoders.loaded
         return StatusInfo(

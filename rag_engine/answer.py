@@ -63,10 +63,13 @@ class Answerer:
 
         `history` is oldest first.
         """
-        if not await self.engine.has_index(index) or not await self.engine.papers(index):
+        if not await self.engine.has_index(index):
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
             return
         result = await self.engine.search(index, question, k=self.settings.top_k, doc_id=doc_id)
+        if not result.hits and not await self.engine.papers(index):  # listed only when nothing was found
+            yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
+            return
         if not self.relevant(result):
             log.info("abstaining in %s: nothing relevant (colbert %s)", index, result.colbert_best)
             yield Final(abstain(NOT_RELEVANT_REASONING))

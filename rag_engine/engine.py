@@ -17,10 +17,11 @@ from rag_engine.retrieval import BruteForceScorer, Retriever
 from rag_engine.retrieval.search import Mode, SearchResult
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestReport, Turn
-from storage.codec import CODEC_ID, bytes_per_token
+from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import IndexNotFound
 from storage.records import DocumentRecord, Heartbeat, IndexRecord
+from storage.repository import check_encoder
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ class Engine:
         return await self.retriever.search(record, query, k=k or self.settings.top_k, mode=mode, doc_id=doc_id)
 
     async def _check_encoder(self, record: IndexRecord) -> None:
-        """Refuse to score an index with vectors from another model (get_or_create_index raises the clear error)."""
+        """Refuse to score an index with vectors from another model."""
         encoder = await self.encoders.get()
-        await self.db.get_or_create_index(record.name, encoder.model_id, CODEC_ID, encoder.dim)
+        check_encoder(record, encoder.model_id, CODEC_ID, encoder.dim)
 
     # --- managing indexes ------------------------------------------------------------------------------------------
     async def index(self, name: str) -> IndexRecord:
@@ -154,21 +155,25 @@ class Engine:
         return await self.db.read_heartbeat()
 
     async def summaries(self) -> list[IndexSummary]:
-        out = []
-        for record in await self.db.list_indexes():
-            stats = await self.db.index_stats(record.id)
-            out.append(
-                IndexSummary(
-                    name=record.name,
-                    papers=stats.papers,
-                    chunks=stats.chunks,
-                    tokens=stats.tokens,
-                    embedding_bytes=stats.tokens * bytes_per_token(record.dim),
-                    encoder_id=record.encoder_id,
-                    codec=record.codec,
-                )
-            )
-        return out
+        return [await self._summary(record) for record in await self.db.list_indexes()]
+
+    async def summary(self, index: str) -> IndexSummary | None:
+        """Size of one index, or None when there is no such index yet."""
+        if not await self.has_index(index):
+            return None
+        return await self._summary(await self.index(index))
+
+    async def _summary(self, record: IndexRecord) -> IndexSummary:
+        stats = await self.db.index_stats(record.id)
+        return IndexSummary(
+            name=record.name,
+            papers=stats.papers,
+            chunks=stats.chunks,
+            tokens=stats.tokens,
+            embedding_bytes=stats.embedding_bytes,
+            encoder_id=record.encoder_id,
+            codec=record.codec,
+        )
 
 
 def answer_to_json(answer: Answer) -> str:

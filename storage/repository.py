@@ -70,6 +70,14 @@ def _describe(encoder_id: str, codec: str, dim: int) -> str:
     return f"{encoder_id} ({codec}, dim {dim})"
 
 
+def check_encoder(index: IndexRecord, encoder_id: str, codec: str, dim: int) -> None:
+    """Raise EncoderMismatch unless `index` was built with this encoder, codec and dimension."""
+    if (index.encoder_id, index.codec, index.dim) != (encoder_id, codec, dim):
+        raise EncoderMismatch(
+            index.name, _describe(index.encoder_id, index.codec, index.dim), _describe(encoder_id, codec, dim)
+        )
+
+
 class Repository:
     """Indexes, documents, chunks, embeddings and ingestion jobs over one open `Connection`.
 
@@ -99,10 +107,7 @@ class Repository:
                 row = await tx.fetchone(f"SELECT {_INDEX_COLUMNS} FROM indexes WHERE name = ?", (name,))
             assert row is not None
         index = _index(row)
-        if (index.encoder_id, index.codec, index.dim) != (encoder_id, codec, dim):
-            raise EncoderMismatch(
-                name, _describe(index.encoder_id, index.codec, index.dim), _describe(encoder_id, codec, dim)
-            )
+        check_encoder(index, encoder_id, codec, dim)
         return index
 
     async def get_index(self, name: str) -> IndexRecord:
