@@ -15,6 +15,7 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -69,7 +70,9 @@ def test_serve_names_the_setting_when_its_port_is_taken(tmp_path: Path) -> None:
 
 # --- the page in a real browser ---------------------------------------------------------------------------------------
 @pytest.mark.slow
-async def test_web_chat_in_headless_chromium(settings: Settings, tmp_path: Path) -> None:
+async def test_web_chat_in_headless_chromium(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get install -y chromium chromium-driver"
     # The status line names the model file; give the tiny model a name that says what it is.
     model = tmp_path / "tiny-random-qwen2-test.gguf"
@@ -82,6 +85,15 @@ async def test_web_chat_in_headless_chromium(settings: Settings, tmp_path: Path)
     hostile_pdf = _pdf_titled(tmp_path / "hostile.pdf", HOSTILE_TITLE)
 
     async with open_core(settings, heartbeat=False) as core:
+        # The tiny encoder indexes a paper faster than the page redraws; encoding as slowly as a real model would
+        # lets Core's progress lines reach the page.
+        encode = core.engine.encoders.encode_documents
+
+        async def slow_encode(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(1.0)
+            return await encode(*args, **kwargs)
+
+        monkeypatch.setattr(core.engine.encoders, "encode_documents", slow_encode)
         # What Core says about the corrupt file, asked directly in a scratch index: the page must show the same.
         probe = await core.ingest_upload(channel_for("probe"), LOCAL_USER, CORRUPT_PDF.name, CORRUPT_PDF.read_bytes())
         assert probe.status == "failed" and probe.message
