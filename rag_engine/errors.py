@@ -53,10 +53,6 @@ class ModelUnavailable(PaperbotError):
     """A model is neither on disk nor downloadable (offline, wrong id)."""
 
 
-class EmptyIndex(PaperbotError):
-    pass
-
-
 class QueueFull(PaperbotError):
     def __init__(self, message: str = "I'm busy answering other questions. Please try again in a moment.") -> None:
         super().__init__(message)
@@ -72,10 +68,6 @@ class InvalidQuestion(PaperbotError):
 
 
 class PermissionDenied(PaperbotError):
-    pass
-
-
-class RateLimited(PaperbotError):
     pass
 
 

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rag_engine.chunking import chunk_pages
@@ -160,6 +161,4 @@ def _failed(reason: str, message: str) -> IngestReport:
 
 
 def _with_time(report: IngestReport, seconds: float) -> IngestReport:
-    from dataclasses import replace
-
     return replace(report, seconds=round(seconds, 3))
