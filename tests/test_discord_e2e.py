@@ -381,7 +381,19 @@ async def test_two_channels_never_see_each_others_papers(world: World, monkeypat
     assert "Distilling" in lists[world.other.id] and "Attention" not in lists[world.other.id]
 
 
-async def test_twenty_mentions_at_once_are_all_answered_or_told_to_wait(world: World) -> None:
+async def test_twenty_mentions_at_once_are_all_answered_or_told_to_wait(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny model answers a batch of questions faster than the 1-second edit throttle, so nobody would ever see a
+    # queue position; decoding steps as slow as a real 3B model's on a small GPU (~25 tok/s) make the wait visible.
+    backend = world.core.answerer.backend
+    step = backend._step
+
+    def real_model_pace() -> None:
+        time.sleep(0.04)
+        step()
+
+    monkeypatch.setattr(backend, "_step", real_model_pace)
     fake = world.fake
     askers = [fake.add_member(world.lab, f"student{i}") for i in range(20)]
     posts = await asyncio.gather(*[

@@ -139,8 +139,24 @@ async def test_batched_greedy_equals_serial_greedy_for_concurrent_staggered_requ
     await wait_idle(batched)
 
 
+async def test_a_request_ending_mid_batch_leaves_the_sequence_ids_contiguous(batched, serial, expected):
+    # Per-sequence KV: llama.cpp runs one micro-batch per run of consecutive ids, so when the second of four ends,
+    # the fourth moves into its id (its KV stream copied) and must go on exactly as if nothing happened.
+    assert not batched.kv_unified
+    short = ask(PROMPTS[1], max_tokens=4)
+    requests = [ask(PROMPTS[0]), short, ask(PROMPTS[2]), ask(PROMPTS[3])]
+    tasks = [asyncio.create_task(batched.generate(r)) for r in requests]  # admitted together: ids 0, 1, 2, 3
+    await tasks[1]
+    ids = {seq.request.messages[-1].content: seq.seq_id for seq in list(batched._active)}
+    assert ids == {PROMPTS[0]: 0, PROMPTS[3]: 1, PROMPTS[2]: 2}
+    replies = await asyncio.gather(*tasks)
+    assert replies[1] == await serial.generate(short)
+    assert [replies[0], *replies[2:]] == [expected[p] for p in (PROMPTS[0], *PROMPTS[2:4])]
+    await wait_idle(batched)
+
+
 async def test_greedy_is_the_same_on_every_sampling_path(gguf, expected):
-    for options in ({"sampling": "backend"}, {"sampler_threads": 3}):
+    for options in ({"sampling": "backend"}, {"sampling": "split"}, {"sampler_threads": 3}):
         backend = make_batched(gguf, **options)
         await backend.start()
         try:
@@ -148,6 +164,23 @@ async def test_greedy_is_the_same_on_every_sampling_path(gguf, expected):
         finally:
             await backend.close()
         assert replies == [expected[p] for p in PROMPTS[:4]], options
+
+
+async def test_top_k_in_the_graph_samples_what_the_host_chain_samples(gguf, batched):
+    # `split` runs the chain's top-k inside llama.cpp's graph and the rest on the host over those 40 candidates:
+    # with the same seed it must pick the very tokens the whole chain picks on the host. One request at a time, so
+    # that both runs decode identical batches (batch shapes change the float rounding, and so temperature-1 samples).
+    requests = [ask(p, temperature=1.0, seed=11 + i) for i, p in enumerate(PROMPTS[:3])]
+    on_host = [await batched.generate(r) for r in requests]
+    backend = make_batched(gguf, sampling="split")
+    await backend.start()
+    try:
+        split = [await backend.generate(r) for r in requests]
+        assert backend.sampling == "split"  # it did not fall back to the host chain
+    finally:
+        await backend.close()
+    assert split == on_host
+    assert len(set(on_host)) == 3
 
 
 async def test_a_seeded_sampled_reply_is_reproducible(batched):
@@ -324,3 +357,22 @@ async def test_flood_of_50_questions_from_5_channels(batched):
     tracemalloc.stop()
     assert second - first < 256 * 1024, "memory grows with every flood"
     await wait_idle(batched)
+
+
+async def test_prompts_are_read_first_but_streams_wait_at_most_the_stall_limit(gguf):
+    # Scheduling only (no model): generating sequences sit out steps while a prompt is read, so that a burst of
+    # questions decodes in full batches, but never longer than max_decode_stall_s.
+    backend = make_batched(gguf, max_decode_stall_s=0.25)
+    loop = asyncio.get_running_loop()
+    generating, reading = _Sequence(ask("a"), loop), _Sequence(ask("b"), loop)
+    generating.prompt, generating.n_read, generating.seq_id = [1, 2], 2, 1
+    reading.prompt, reading.n_read, reading.seq_id = [1, 2, 3], 0, 0
+    backend._active = [generating]
+    assert backend._decoding_this_step(now=10.0) == [generating]
+    backend._active = [generating, reading]
+    assert backend._decoding_this_step(now=10.0) == []  # held from 10.0
+    assert backend._decoding_this_step(now=10.2) == []
+    assert backend._decoding_this_step(now=10.26) == [generating]  # waited long enough: this step carries both
+    assert backend._decoding_this_step(now=10.27) == []  # held again from 10.27
+    reading.n_read = 3
+    assert backend._decoding_this_step(now=10.28) == [reading, generating]  # all generating, in seq-id order

@@ -3,20 +3,24 @@
 What llama.cpp's own server does with parallel slots, through llama-cpp-python's low-level API:
 
 - ONE `llama_context` with `n_seq_max = parallel`; each active request owns a sequence id (its slot).
-- Each step builds one `llama_batch`: the last sampled token of every generating sequence (logits on), then up to
-  `prefill_chunk` prompt tokens of requests still reading their prompt (logits only on a prompt's last token), and
-  calls `llama_decode` once. A long new prompt is thus read in chunks between decoding steps and never stalls the
-  others for more than one chunk.
+- Each step builds one `llama_batch` and calls `llama_decode` once: the last sampled token of every generating
+  sequence (logits on) and up to `prefill_chunk` prompt tokens of requests still reading their prompt (logits only on
+  a prompt's last token). Prompts go first: while one is being read, generating sequences sit out for at most
+  `max_decode_stall_s`, so questions that arrive together decode together, in full batches, to the end.
 - Each sequence samples from its own llama.cpp sampler chain (`llama_sampler_chain_init`: top-k/top-p/min-p/
   temperature/dist, or greedy), so sampling stays in C; `llama_sampler_sample(chain, ctx, i)` reads the i-th output.
+  Where the chain runs: `cpu` (each chain scans the whole 152k vocabulary on the host, chains on a few threads),
+  `backend` (the whole chain in llama.cpp's compute graph) or `split`, the default on a GPU (top-k in the graph, the
+  rest on the host over those k candidates: no 152k-entry scans on the host and no full logits copied back).
+- The KV cache has one stream per sequence (`kv_unified=False`): each sequence attends over its own cells only.
+  llama.cpp runs one micro-batch per run of consecutive sequence ids, so ids are kept contiguous: when a request
+  ends, the highest active sequence moves into its id (`_compact`).
 - A finished or cancelled sequence leaves the KV cache with `llama_memory_seq_rm` and its id is reused.
 - New requests are admitted between steps. Text is decoded incrementally (a UTF-8 character split across tokens
   waits for its last byte). Deltas reach the event loop in one `call_soon_threadsafe` for all sequences, at most
   every `flush_interval_s` (30 ms; a first token or an end goes at once), never once per token.
 
-The KV cache is unified by default (`kv_unified=True`): with per-sequence streams llama.cpp splits a batch into one
-micro-batch per run of consecutive sequence ids, and the ids of a continuous batch get gaps as requests finish in
-any order; a unified cache keeps every step one micro-batch.
+`timings` says where the model thread's time goes (bench/bench_llm.py prints it); bench/README.md has the figures.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _END = object()
 _CLOSED = object()
+_TOP_K = 40  # `Llama.create_completion`'s default
 
 
 class BackendClosed(RuntimeError):
@@ -59,6 +65,7 @@ class _Sequence:
     """One request in the batch. Touched by the model thread only, except `cancelled` (set from the loop)."""
 
     __slots__ = (
+        "backend_sampler",
         "cancelled",
         "decoder",
         "first_token_at",
@@ -90,6 +97,7 @@ class _Sequence:
         self.n_read = 0  # prompt tokens already decoded
         self.n_past = 0  # next position in this sequence
         self.sampler: Any = None
+        self.backend_sampler: Any = None  # the part of the chain that runs in the graph (`backend`/`split` sampling)
         self.last_token = -1  # sampled but not yet decoded
         self.n_generated = 0
         self.max_tokens = request.max_tokens
@@ -106,6 +114,27 @@ class _Sequence:
         return self.n_read < len(self.prompt)
 
 
+@dataclass
+class StepTimings:
+    """Where the model thread's time goes, summed over steps (seconds); for benchmarks, cheap enough to keep on."""
+
+    steps: int = 0
+    build: float = 0.0  # filling the llama_batch
+    decode: float = 0.0  # the llama_decode call (graph build + launch; on a GPU it returns before the work ends)
+    wait: float = 0.0  # llama_synchronize: waiting for the device to finish the step
+    sample: float = 0.0  # all sequences' sampler chains
+    deliver: float = 0.0  # detokenizing, stop strings, queueing deltas
+    between: float = 0.0  # admitting, reaping, handing deltas to the event loop
+
+    def per_step_ms(self) -> dict[str, float]:
+        n = max(1, self.steps)
+        phases = ("build", "decode", "wait", "sample", "deliver", "between")
+        return {name: 1e3 * getattr(self, name) / n for name in phases}
+
+
+Sampling = Literal["cpu", "backend", "split"]
+
+
 class BatchedLlamaBackend(LLMBackend):
     """Up to `parallel` requests decoded together in one llama.cpp context, on one dedicated model thread."""
 
@@ -118,10 +147,11 @@ class BatchedLlamaBackend(LLMBackend):
         n_gpu_layers: int = -1,
         n_threads: int | None = None,
         flash_attn: bool = True,
-        prefill_chunk: int = 512,
-        kv_unified: bool = True,
-        sampling: Literal["cpu", "backend"] = "cpu",
+        prefill_chunk: int | None = None,
+        kv_unified: bool = False,
+        sampling: Sampling | Literal["auto"] = "auto",
         sampler_threads: int | None = None,
+        max_decode_stall_s: float = 0.25,
         flush_interval_s: float = 0.03,
         model_name: str | None = None,
     ) -> None:
@@ -135,11 +165,17 @@ class BatchedLlamaBackend(LLMBackend):
         self.n_gpu_layers = gpu_layers(n_gpu_layers)
         self.n_threads = n_threads
         self.flash_attn = flash_attn
-        self.prefill_chunk = max(1, prefill_chunk)
+        on_gpu = self.n_gpu_layers != 0
+        # A GPU reads a 2,048-token chunk in ~0.1 s; a CPU needs seconds for one, which would stall every stream.
+        self.prefill_chunk = max(1, prefill_chunk or (2048 if on_gpu else 512))
         self.kv_unified = kv_unified
-        if sampling not in ("cpu", "backend"):
-            raise ValueError("sampling is 'cpu' or 'backend'")
-        self.sampling = sampling
+        if sampling == "auto":
+            sampling = "split" if on_gpu else "cpu"  # a CPU backend's top-k is no cheaper than the host chain's
+        if sampling not in ("cpu", "backend", "split"):
+            raise ValueError("sampling is 'auto', 'cpu', 'backend' or 'split'")
+        self.sampling: Sampling = sampling
+        self.max_decode_stall_s = max_decode_stall_s
+        self._held_since: float | None = None  # when decoding sequences were last held back for prompt reading
         cores = os.cpu_count() or 1
         self.sampler_threads = sampler_threads if sampler_threads is not None else max(1, min(parallel, cores // 2))
         self._sample_pool: ThreadPoolExecutor | None = None
@@ -164,8 +200,7 @@ class BatchedLlamaBackend(LLMBackend):
         self._free_ids: list[int] = []
         self._bridge = LoopBridge()
         self._piece = ctypes.create_string_buffer(256)
-        self.steps = 0  # llama_decode calls so far (tests, benchmarks)
-        self.decode_seconds = 0.0
+        self.timings = StepTimings()
 
     # --- lifecycle ----------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,7 +254,7 @@ class BatchedLlamaBackend(LLMBackend):
             eos_token=self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
         )
         self._free_ids = list(range(self.parallel))
-        if self.sampling == "cpu" and self.sampler_threads > 1:
+        if self.sampling == "cpu" and self.sampler_threads > 1 and self.parallel > 1:
             self._sample_pool = ThreadPoolExecutor(self.sampler_threads, thread_name_prefix="llama-sampler")
         logger.info(
             "loaded %s in %.1fs: %d slots × %d tokens, %s",
@@ -251,6 +286,11 @@ class BatchedLlamaBackend(LLMBackend):
         if self._model is not None:
             llama_cpp.llama_model_free(self._model)
             self._model = None
+
+    @property
+    def steps(self) -> int:
+        """llama_decode calls so far (tests, benchmarks)."""
+        return self.timings.steps
 
     # --- what the worker uses -----------------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -318,15 +358,19 @@ class BatchedLlamaBackend(LLMBackend):
     def _run(self) -> None:
         try:
             while not self._stopping:
+                t0 = time.perf_counter()
                 self._admit()
                 self._reap()
+                self.timings.between += time.perf_counter() - t0
                 if not self._active:
                     self._bridge.flush()
                     self._wake.wait()
                     self._wake.clear()
                     continue
                 self._step()
+                t0 = time.perf_counter()
                 self._flush_if_due()
+                self.timings.between += time.perf_counter() - t0
         except BaseException:  # never leave streams hanging on a dead thread
             logger.exception("the batched llama.cpp loop failed")
             for seq in self._active:
@@ -362,9 +406,16 @@ class BatchedLlamaBackend(LLMBackend):
                 continue
             seq.seq_id = self._free_ids.pop(0)
             seq.sampler = self._make_sampler(seq.request, llama_cpp)
-            if self.sampling == "backend" and not llama_cpp.llama_set_sampler(self._ctx, seq.seq_id, seq.sampler):
-                logger.warning("this llama.cpp cannot sample on its backend; sampling on the CPU")
-                self.sampling = "cpu"
+            if self.sampling != "cpu":
+                seq.backend_sampler = (
+                    self._make_sampler(seq.request, llama_cpp) if self.sampling == "backend"
+                    else self._make_sampler(seq.request, llama_cpp, top_k_only=True)
+                )
+                if not llama_cpp.llama_set_sampler(self._ctx, seq.seq_id, seq.backend_sampler):
+                    logger.warning("this llama.cpp cannot sample on its backend; sampling on the CPU")
+                    llama_cpp.llama_sampler_free(seq.backend_sampler)
+                    seq.backend_sampler = None
+                    self.sampling = "cpu"
             self._active.append(seq)
 
     def _reap(self) -> None:
@@ -372,14 +423,17 @@ class BatchedLlamaBackend(LLMBackend):
             self._release(seq)
 
     @staticmethod
-    def _make_sampler(request: GenerationRequest, llama_cpp: Any) -> Any:
+    def _make_sampler(request: GenerationRequest, llama_cpp: Any, *, top_k_only: bool = False) -> Any:
+        """The request's chain; `top_k_only`: just its first link, for the graph (greedy stays whole there)."""
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if request.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
             # The chain `Llama.create_completion` builds with its defaults, so both backends sample alike.
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(_TOP_K))
+            if top_k_only:
+                return chain
             seed = request.seed if request.seed is not None else random.getrandbits(32)
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(40))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(request.temperature))
@@ -392,25 +446,60 @@ class BatchedLlamaBackend(LLMBackend):
 
         if seq in self._active:
             self._active.remove(seq)
+        if seq.backend_sampler is not None:
+            llama_cpp.llama_set_sampler(self._ctx, seq.seq_id, None)
+            llama_cpp.llama_sampler_free(seq.backend_sampler)
+            seq.backend_sampler = None
         if seq.sampler is not None:
-            if self.sampling == "backend" and seq.seq_id >= 0:
-                llama_cpp.llama_set_sampler(self._ctx, seq.seq_id, None)
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
         if seq.seq_id >= 0:
             llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
             self._free_ids.append(seq.seq_id)
-            self._free_ids.sort()
             seq.seq_id = -1
+            if not self.kv_unified:
+                self._compact()
+            self._free_ids.sort()
+
+    def _compact(self) -> None:
+        """Keep the active sequence ids contiguous from 0 (per-sequence KV only).
+
+        With one KV stream per sequence llama.cpp cuts a batch into one micro-batch (one more graph run) per run of
+        consecutive ids, so a finished request in the middle would slow every later step. The highest active
+        sequence moves into the lowest free id instead: a copy of its KV stream, done on the device at the next
+        decode (tens of microseconds).
+        """
+        import llama_cpp
+
+        while self._active and self._free_ids:
+            low = min(self._free_ids)
+            top = max(self._active, key=lambda s: s.seq_id)
+            if top.seq_id < low:
+                return
+            old = top.seq_id
+            llama_cpp.llama_memory_seq_cp(self._mem, old, low, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._mem, old, -1, -1)
+            if top.backend_sampler is not None:
+                # a chain is bound to its sequence's graph buffers once: the new id gets a new chain (top-k has no
+                # state; a whole chain on the backend restarts its random stream)
+                llama_cpp.llama_set_sampler(self._ctx, old, None)
+                llama_cpp.llama_sampler_free(top.backend_sampler)
+                top.backend_sampler = self._make_sampler(top.request, llama_cpp, top_k_only=self.sampling == "split")
+                llama_cpp.llama_set_sampler(self._ctx, low, top.backend_sampler)
+            top.seq_id = low
+            self._free_ids.remove(low)
+            self._free_ids.append(old)
 
     def _step(self) -> None:
         """One `llama_decode` for every active sequence, then sample each sequence that has an output."""
         import llama_cpp
 
+        timings = self.timings
+        t_start = time.perf_counter()
         batch = self._batch
         n = 0
+        decoding = self._decoding_this_step(t_start)
         # Decoding sequences first, in seq-id order; then prompt chunks, oldest request first.
-        decoding = sorted((s for s in self._active if not s.prefilling), key=lambda s: s.seq_id)
         for seq in decoding:
             batch.token[n] = seq.last_token
             batch.pos[n] = seq.n_past
@@ -443,13 +532,14 @@ class BatchedLlamaBackend(LLMBackend):
             budget -= take
         batch.n_tokens = n
 
-        t0 = time.perf_counter()
+        t_built = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
-        self.decode_seconds += time.perf_counter() - t0
-        self.steps += 1
+        t_decoded = time.perf_counter()
         if rc != 0:
             self._decode_failed(rc, decoding, [s for s, _ in reading])
             return
+        llama_cpp.llama_synchronize(self._ctx)
+        t_synced = time.perf_counter()
 
         for seq in decoding:
             seq.n_past += 1
@@ -457,21 +547,48 @@ class BatchedLlamaBackend(LLMBackend):
             seq.n_read += take
             seq.n_past += take
         outputs = [s for s in [*decoding, *(s for s, _ in reading)] if s.i_batch >= 0]
-        for seq, token in zip(outputs, self._sample(outputs)):
+        tokens = self._sample(outputs)
+        t_sampled = time.perf_counter()
+        for seq, token in zip(outputs, tokens):
             seq.i_batch = -1
             self._on_token(seq, token)
+        timings.steps += 1
+        timings.build += t_built - t_start
+        timings.decode += t_decoded - t_built
+        timings.wait += t_synced - t_decoded
+        timings.sample += t_sampled - t_synced
+        timings.deliver += time.perf_counter() - t_sampled
+
+    def _decoding_this_step(self, now: float) -> list[_Sequence]:
+        """The generating sequences that take a step now, in seq-id order: none while prompts wait to be read.
+
+        Prompts are read first: sequences that start together then decode together to the end, in full batches (a
+        burst of 8 questions finishes as soon as llama-batched-bench's 8 sequences). Generating streams wait at most
+        `max_decode_stall_s` for that (plus one prompt chunk), then a step carries both.
+        """
+        decoding = sorted((s for s in self._active if not s.prefilling), key=lambda s: s.seq_id)
+        if not decoding or len(decoding) == len(self._active):
+            self._held_since = None
+            return decoding
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since < self.max_decode_stall_s:
+            return []
+        self._held_since = None
+        return decoding
 
     def _sample(self, outputs: list[_Sequence]) -> list[int]:
         """Each sequence's next token from its own llama.cpp sampler chain.
 
-        On the CPU each chain scans the whole vocabulary (~0.3 ms for Qwen's 152k tokens), which is a large share
-        of a GPU decoding step; the chains are independent and ctypes releases the GIL, so they run on a few
-        threads. The context's one-time output reordering happens first, on this thread.
+        On the CPU each chain scans the whole vocabulary (0.1-0.3 ms for Qwen's 152k tokens), a large share of a GPU
+        decoding step; the chains are independent and ctypes releases the GIL, so they run on a few threads. The
+        context's one-time output reordering happens first, on this thread. With `split` or `backend` sampling the
+        graph already cut each row to its top-k (or picked the token), and the host work is a few microseconds.
         """
         import llama_cpp
 
         ctx = self._ctx
-        if self._sample_pool is None or len(outputs) < 2 or self.sampling == "backend":
+        if self._sample_pool is None or len(outputs) < 2 or self.sampling != "cpu":
             return [llama_cpp.llama_sampler_sample(s.sampler, ctx, s.i_batch) for s in outputs]
         llama_cpp.llama_get_logits_ith(ctx, outputs[0].i_batch)  # synchronizes and reorders outputs once
         return list(self._sample_pool.map(lambda s: llama_cpp.llama_sampler_sample(s.sampler, ctx, s.i_batch), outputs))
