@@ -6,10 +6,14 @@ end-of-turn token, so every job generates exactly its 256 tokens. Measured:
 
 - the GPU's memory bandwidth (device-to-device copy through PyTorch, bytes read + written) and the ceiling it sets
   for one decoding stream: bandwidth / GGUF size (every weight is read once per step);
-- llama.cpp natively: `llama-bench` (prompt and generation tokens/s) and `llama-batched-bench` at 1/4/8 sequences
-  of 1,500 + 256 tokens, with per-sequence and unified KV caches;
+- llama.cpp natively: `llama-bench` (prompt and generation tokens/s), `llama-batched-bench` at 1/4/8 sequences
+  of 1,500 + 256 tokens (no sampling), and `llama-parallel` with N clients of about the same lengths (continuous
+  batching, each client sampling with llama.cpp's common sampler: the like-for-like native baseline), each with
+  per-sequence and unified KV caches;
 - llama-cpp-python's plain `Llama.create_completion` (the "raw" single stream);
-- our serial and batched backends at 1/4/8 concurrent jobs, called directly and through GenerationWorker.
+- our serial and batched backends at 1/4/8 concurrent jobs, called directly and through GenerationWorker; batched
+  variants are named by their options (`batched-per-seq-kv-split-sampling`, see BATCHED_OPTIONS), and for each the
+  model thread's time per step is split into batch building, llama_decode, waiting for the GPU, sampling, delivery.
 
     python bench/bench_llm.py --model qwen-3b-q4_k_m.gguf [--tools build/bin] [--out results.json]
 
@@ -55,6 +59,7 @@ class Row:
     aggregate_tok_s: float  # all new tokens / wall
     decode_phase_tok_s: float | None = None  # new tokens/s while every job decodes (direct batched only)
     note: str = ""
+    step_ms: dict[str, float] | None = None  # the batched model thread's time per llama_decode step, by phase
 
 
 @dataclass
@@ -144,6 +149,46 @@ def summarize(name: str, results: list[tuple], prompt_tokens: int, new_tokens: i
     )
 
 
+# Batched variants are named by their options: "batched" plus any of these, e.g. "batched-per-seq-kv-split-sampling".
+BATCHED_OPTIONS: dict[str, dict[str, Any]] = {
+    "unified-kv": {"kv_unified": True},  # one KV stream for all sequences (default: one per sequence)
+    "per-seq-kv": {"kv_unified": False},
+    "cpu-sampling": {"sampling": "cpu"},  # each whole chain on the host (default on a GPU: split)
+    "split-sampling": {"sampling": "split"},  # top-k in the graph, the rest of the chain on the host
+    "backend-sampling": {"sampling": "backend"},  # the whole chain in the graph
+    "1-sampler-thread": {"sampler_threads": 1},
+    "chunk512": {"prefill_chunk": 512},  # prompt tokens per step (default on a GPU: 2048)
+    "chunk2048": {"prefill_chunk": 2048},
+    "no-hold": {"max_decode_stall_s": 0.0},  # mix prompt chunks and decoding in every step (no prompts-first)
+    # the loop's floor: no sampling at all (a fixed token every step), as llama-batched-bench does
+    "no-sampling": {"sampling": "cpu"},
+}
+
+
+def batched_variant(name: str, model: Path, **options: Any) -> LLMBackend:
+    from rag_engine.llm.batched import BatchedLlamaBackend
+
+    class NoSampling(BatchedLlamaBackend):
+        fixed: int | None = None
+
+        def _sample(self, outputs):
+            if self.fixed is None:
+                self.fixed = self.tokenize(" the")[0]
+            return [self.fixed] * len(outputs)
+
+    if not name.startswith("batched"):
+        raise ValueError(f"unknown variant {name}")
+    rest = name.removeprefix("batched").strip("-")
+    for flag, extra in BATCHED_OPTIONS.items():
+        if flag in rest:
+            options.update(extra)
+            rest = rest.replace(flag, "")
+    if rest.strip("-"):
+        raise ValueError(f"unknown option {rest.strip('-')!r} in {name}; known: {', '.join(BATCHED_OPTIONS)}")
+    cls = NoSampling if "no-sampling" in name else BatchedLlamaBackend
+    return cls(model, **options)
+
+
 # --- measurements -----------------------------------------------------------------------------------------------------
 def measure_bandwidth() -> float | None:
     """Device-to-device copy of 2 GiB through PyTorch, in a subprocess (its CUDA context stays out of ours)."""
@@ -166,14 +211,17 @@ ts.sort(); print(2 * n / ts[len(ts) // 2] / 1e9)
         return None
 
 
-def run_native(tools: Path, model: Path, prompt: int, new: int, concurrency: list[int]) -> list[dict[str, Any]]:
+def run_native(
+    tools: Path, model: Path, prompt: int, new: int, concurrency: list[int], parallel_prompts: list[str] | None = None,
+    repeats: int = 1,
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     bench = tools / "llama-bench"
     if bench.exists():
         out = subprocess.run(
             [str(bench), "-m", str(model), "-ngl", "99", "-fa", "1", "-p", str(prompt), "-n", str(new), "-r", "3",
              "-o", "json"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, errors="replace", timeout=300,
         )
         try:
             for entry in json.loads(out.stdout):
@@ -185,11 +233,11 @@ def run_native(tools: Path, model: Path, prompt: int, new: int, concurrency: lis
     batched = tools / "llama-batched-bench"
     if batched.exists():
         n_kv = max(concurrency) * (prompt + new) + 256
-        for unified in (False, True):
+        for unified in (False, True) * repeats:
             cmd = [str(batched), "-m", str(model), "-c", str(n_kv), "-b", "2048", "-ub", "512", "-ngl", "99",
                    "-fa", "on", "-npp", str(prompt), "-ntg", str(new), "-npl", ",".join(map(str, concurrency)),
                    "--output-format", "jsonl"] + (["-kvu"] if unified else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            out = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
             lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("{")]
             if not lines:
                 results.append({"tool": "llama-batched-bench", "error": (out.stdout + out.stderr)[-800:]})
@@ -197,7 +245,38 @@ def run_native(tools: Path, model: Path, prompt: int, new: int, concurrency: lis
                 entry = json.loads(line)
                 entry.update(tool="llama-batched-bench", kv_unified=unified)
                 results.append(entry)
+    parallel = tools / "llama-parallel"
+    if parallel.exists() and parallel_prompts:
+        n = max(concurrency)
+        prompts = tools.parent / "parallel-prompts.txt"
+        prompts.write_text("\n".join(parallel_prompts[:n]) + "\n")
+        for unified in (False, True) * repeats:
+            n_ctx = (n + 1) * (2 * prompt + new + 256)  # one KV stream per client plus its system prompt's, roomy
+            cmd = [str(parallel), "-m", str(model), "-ngl", "99", "-fa", "on", "-c", str(n_ctx),
+                   "-b", "2048", "-ub", "512", "-np", str(n), "-ns", str(n), "-n", str(new), "-f", str(prompts),
+                   "--temp", "0.2", "-kvu" if unified else "-no-kvu"]
+            out = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600, check=False)
+            results.append(parse_parallel(out.stdout + out.stderr, n, unified))
     return results
+
+
+def parse_parallel(log: str, n: int, unified: bool) -> dict[str, Any]:
+    """llama-parallel's totals: N clients, continuous batching, each sampling with llama.cpp's common sampler."""
+    import re
+
+    totals = dict(re.findall(r"Total (prompt|gen) tokens:\s+(\d+)", log))
+    speed = re.search(r"Total speed \(AVG\):\s+speed:\s+([\d.]+)", log)
+    if not totals or not speed:
+        return {"tool": "llama-parallel", "error": log[-800:]}
+    prompt_tokens, gen_tokens = int(totals["prompt"]), int(totals["gen"])
+    return {"tool": "llama-parallel", "kv_unified": unified, "pl": n, "prompt_tokens": prompt_tokens,
+            "gen_tokens": gen_tokens, "t": (prompt_tokens + gen_tokens) / float(speed.group(1))}
+
+
+def parallel_prompt_lines(words: int, prompt_tokens: int, n: int) -> list[str]:
+    """A line per client for llama-parallel, about as long as our prompts once its ~250-token preamble is added."""
+    scaled = max(5, int(words * (prompt_tokens - 280) / prompt_tokens))
+    return [" ".join(m.content.replace("\n", " ") for m in job_messages(50_000 + i, scaled)) for i in range(n)]
 
 
 async def bench_raw_llama(model: Path, messages_for, prompt_tokens: int, new: int, n_ctx: int, report: Report) -> None:
@@ -225,7 +304,7 @@ async def bench_raw_llama(model: Path, messages_for, prompt_tokens: int, new: in
 
 async def bench_backend(
     name: str, backend: LLMBackend, messages_for, prompt_tokens: int, new: int, concurrency: list[int], report: Report,
-    direct_per_token: bool, seed_base: int,
+    direct_per_token: bool, seed_base: int, repeats: int = 1,
 ) -> None:
     await backend.start()
     try:
@@ -236,15 +315,29 @@ async def bench_backend(
         base = seed_base + 100
         for n in concurrency:
             for via_worker in (False, True):
-                best = None
-                for _ in range(2 if n == 1 else 1):  # single streams are short: keep the better of two
+                runs: list[Row] = []
+                for _ in range(2 if n == 1 else repeats):  # single streams are short: the better of two
+                    timings = getattr(backend, "timings", None)
+                    if timings is not None:
+                        backend.timings = type(timings)()
                     results = await run_jobs(backend, requests(n, base), via_worker)
                     base += n
                     row = summarize(f"{name} {'worker' if via_worker else 'direct'}", results, prompt_tokens, new,
                                     direct_per_token and not via_worker)
-                    best = row if best is None or row.wall_s < best.wall_s else best
+                    if timings is not None:
+                        row.step_ms = {"steps": backend.timings.steps, **backend.timings.per_step_ms()}
+                    runs.append(row)
+                runs.sort(key=lambda r: r.wall_s)
+                best = runs[0] if n == 1 else runs[len(runs) // 2]  # N>1: the median run
+                if len(runs) > 1:
+                    best.note = "walls " + " ".join(f"{r.wall_s:.3f}" for r in runs)
                 report.rows.append(best)
-                print(f"  {best.name:48s} x{n}: wall {best.wall_s:.3f}s, {best.aggregate_tok_s:.0f} tok/s", flush=True)
+                steps = ""
+                if best.step_ms:
+                    steps = " | per step ms: " + ", ".join(
+                        f"{k} {v:.3f}" if k != "steps" else f"{v} steps" for k, v in best.step_ms.items())
+                print(f"  {best.name:48s} x{n}: wall {best.wall_s:.3f}s, {best.aggregate_tok_s:.0f} tok/s{steps}"
+                      f"{' (' + best.note + ')' if best.note else ''}", flush=True)
     finally:
         await backend.close()
 
@@ -266,6 +359,10 @@ def print_table(report: Report, concurrency: list[int]) -> None:
             print(f"  {entry['tool']}: ERROR {entry['error'][-300:]}")
         elif entry["tool"] == "llama-bench":
             print(f"  llama-bench {entry['kind']:10s} {entry['tokens']:5d} tokens: {entry['tok_s']:.1f} tok/s")
+        elif entry["tool"] == "llama-parallel":
+            kv = "unified KV" if entry["kv_unified"] else "per-seq KV"
+            print(f"  llama-parallel {entry['pl']} clients, {entry['prompt_tokens']}+{entry['gen_tokens']} tokens "
+                  f"({kv}): T {entry['t']:.3f}s, {entry['gen_tokens'] / entry['t']:.0f} new t/s")
         else:
             kv = "unified KV" if entry["kv_unified"] else "per-seq KV"
             print(f"  llama-batched-bench B={entry['pl']} {entry['pp']}+{entry['tg']} ({kv}): T {entry['t']:.3f}s, "
@@ -279,10 +376,20 @@ def print_table(report: Report, concurrency: list[int]) -> None:
         phase = f"{row.decode_phase_tok_s:10.0f}" if row.decode_phase_tok_s else f"{'':>10s}"
         print(f"{row.name:48s} {row.concurrency:2d} {row.prompt_tokens:6d} {row.new_tokens:4d} {row.wall_s:7.3f} "
               f"{row.ttft_s:7.3f} {row.stream_tok_s:10.1f} {row.aggregate_tok_s:11.1f} {phase}")
+    profiled = [row for row in report.rows if row.step_ms]
+    if profiled:
+        print()
+        print("batched model thread, ms per llama_decode step (build batch | llama_decode call | wait for the device | "
+              "sample | deliver text | between steps)")
+        for row in profiled:
+            ms = row.step_ms
+            total = sum(v for k, v in ms.items() if k != "steps")
+            print(f"  {row.name:46s} x{row.concurrency}: {int(ms['steps']):4d} steps  " + "  ".join(
+                f"{ms[k]:6.3f}" for k in ("build", "decode", "wait", "sample", "deliver", "between"))
+                + f"  = {total:6.3f}")
     # the two targets. "Raw" single stream: llama.cpp itself (batched-bench B=1), and llama-cpp-python's Llama.
     raw = next((r for r in report.rows if r.name.startswith("llama-cpp-python")), None)
-    native_1 = next((e for e in report.native if e.get("tool") == "llama-batched-bench" and e.get("pl") == 1
-                     and not e.get("kv_unified")), None)
+    native_1 = median_native(report, "llama-batched-bench", 1, unified=False)
     print()
     for row in report.rows:
         if row.concurrency != 1 or not row.name.endswith("worker"):
@@ -297,14 +404,29 @@ def print_table(report: Report, concurrency: list[int]) -> None:
             parts.append(f"vs llama-cpp-python Llama ({raw.wall_s:.3f}s) {100 * (row.wall_s / raw.wall_s - 1):+.1f}%")
         print(f"{row.name} x1 wall {row.wall_s:.3f}s: " + "; ".join(parts))
     for unified in (False, True):
-        ref = next((e for e in report.native if e.get("tool") == "llama-batched-bench" and "t" in e
-                    and e["pl"] == max(concurrency) and e["kv_unified"] == unified), None)
+        ref = median_native(report, "llama-parallel", max(concurrency), unified)
+        if not ref:
+            continue
+        for row in report.rows:
+            if row.concurrency == ref["pl"] and "batched" in row.name:
+                print(f"{row.name} x{row.concurrency} vs llama-parallel ({'unified' if unified else 'per-seq'} KV, "
+                      f"{ref['prompt_tokens'] // ref['pl']}+{ref['gen_tokens'] // ref['pl']} per client): "
+                      f"wall {row.wall_s:.3f}s vs T {ref['t']:.3f}s ({100 * (row.wall_s / ref['t'] - 1):+.1f}%)")
+    for unified in (False, True):
+        ref = median_native(report, "llama-batched-bench", max(concurrency), unified)
         if not ref:
             continue
         for row in report.rows:
             if row.concurrency == max(concurrency) and "batched" in row.name:
                 print(f"{row.name} x{row.concurrency} vs llama-batched-bench ({'unified' if unified else 'per-seq'} KV): "
                       f"wall {row.wall_s:.3f}s vs T {ref['t']:.3f}s ({100 * (row.wall_s / ref['t'] - 1):+.1f}%)")
+
+
+def median_native(report: Report, tool: str, n: int, unified: bool) -> dict[str, Any] | None:
+    """The median run (by time) of a native tool at n sequences, over the repeats."""
+    runs = sorted((e for e in report.native if e.get("tool") == tool and "t" in e and e.get("pl") == n
+                   and e.get("kv_unified") == unified), key=lambda e: e["t"])
+    return runs[len(runs) // 2] if runs else None
 
 
 async def main(argv: list[str] | None = None) -> None:
@@ -319,6 +441,8 @@ async def main(argv: list[str] | None = None) -> None:
                         help="which of our backends to run (comma-separated)")
     parser.add_argument("--skip", default="", help="comma-separated: bandwidth,native,raw")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each native tool and of each of our N>1 measurements; the median is compared")
     parser.add_argument("--calibrate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--merge", nargs="+", type=Path, help="print one table from several --out files")
     args = parser.parse_args(argv)
@@ -355,14 +479,11 @@ async def main(argv: list[str] | None = None) -> None:
     except OSError:
         report.device = "CPU"
 
-    from rag_engine.llm.batched import BatchedLlamaBackend
     from rag_engine.llm.llama_cpp_backend import LlamaCppBackend
 
     print(f"llama.cpp GPU offload: {llama_cpp.llama_supports_gpu_offload()}", flush=True)
     if "bandwidth" not in skip and gpu:
         report.bandwidth_gbs = measure_bandwidth()
-    if "native" not in skip and args.tools:
-        report.native = run_native(args.tools, args.model, args.prompt_tokens, args.new_tokens, concurrency)
 
     n_ctx = args.prompt_tokens + args.new_tokens + 512
     ngl = -1 if gpu else 0
@@ -375,29 +496,28 @@ async def main(argv: list[str] | None = None) -> None:
     words, prompt_tokens = json.loads(calibration.stdout.strip().splitlines()[-1])
     messages_for = lambda i: job_messages(i, words)
     print(f"prompt: {prompt_tokens} tokens ({words} words of passages)", flush=True)
+    if "native" not in skip and args.tools:
+        report.native = run_native(args.tools, args.model, args.prompt_tokens, args.new_tokens, concurrency,
+                                   parallel_prompt_lines(words, prompt_tokens, max(concurrency)), args.repeats)
 
     if "raw" not in skip:
         try:
             await bench_raw_llama(args.model, messages_for, prompt_tokens, args.new_tokens, n_ctx, report)
         except Exception as error:
             report.errors.append(f"raw: {error!r}")
-    variants = {
-        "serial": lambda: LlamaCppBackend(args.model, n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu),
-        "batched": lambda: BatchedLlamaBackend(args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl,
-                                               flash_attn=gpu),
-        "batched-backend-sampling": lambda: BatchedLlamaBackend(
-            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, sampling="backend"),
-        "batched-per-seq-kv": lambda: BatchedLlamaBackend(
-            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, kv_unified=False),
-        "batched-chunk2048": lambda: BatchedLlamaBackend(
-            args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu, prefill_chunk=2048),
-    }
+    def make_backend(name: str) -> LLMBackend:
+        if name == "serial":
+            return LlamaCppBackend(args.model, n_ctx=n_ctx, n_gpu_layers=ngl, flash_attn=gpu)
+        return batched_variant(name, args.model, parallel=max(concurrency), n_ctx=n_ctx, n_gpu_layers=ngl,
+                               flash_attn=gpu)
+
     for k, name in enumerate(filter(None, args.variants.split(","))):
         print(f"{name}:", flush=True)
         try:
-            backend = variants[name]()
+            backend = make_backend(name)
             await bench_backend(name, backend, messages_for, prompt_tokens, args.new_tokens, concurrency, report,
-                                direct_per_token=name.startswith("batched"), seed_base=1000 * (k + 1))
+                                direct_per_token=name.startswith("batched"), seed_base=1000 * (k + 1),
+                                repeats=args.repeats)
         except Exception as error:
             report.errors.append(f"{name}: {error!r}")
             print(f"  FAILED: {error!r}", flush=True)
