@@ -590,7 +590,7 @@ class BatchedLlamaBackend(LLMBackend):
         ctx = self._ctx
         if self._sample_pool is None or len(outputs) < 2 or self.sampling != "cpu":
             return [llama_cpp.llama_sampler_sample(s.sampler, ctx, s.i_batch) for s in outputs]
-        llama_cpp.llama_get_logits_ith(ctx, outputs[0].i_batch)  # synchronizes and reorders outputs once
+        llama_cpp.llama_get_logits_ith(ctx, outputs[0].i_batch)  # reorders the outputs once, before the threads read
         return list(self._sample_pool.map(lambda s: llama_cpp.llama_sampler_sample(s.sampler, ctx, s.i_batch), outputs))
 
     def _decode_failed(self, rc: int, decoding: list[_Sequence], reading: list[_Sequence]) -> None:
