@@ -407,10 +407,7 @@ class BatchedLlamaBackend(LLMBackend):
             seq.seq_id = self._free_ids.pop(0)
             seq.sampler = self._make_sampler(seq.request, llama_cpp)
             if self.sampling != "cpu":
-                seq.backend_sampler = (
-                    self._make_sampler(seq.request, llama_cpp) if self.sampling == "backend"
-                    else self._make_sampler(seq.request, llama_cpp, top_k_only=True)
-                )
+                seq.backend_sampler = self._make_sampler(seq.request, llama_cpp, top_k_only=self.sampling == "split")
                 if not llama_cpp.llama_set_sampler(self._ctx, seq.seq_id, seq.backend_sampler):
                     logger.warning("this llama.cpp cannot sample on its backend; sampling on the CPU")
                     llama_cpp.llama_sampler_free(seq.backend_sampler)
