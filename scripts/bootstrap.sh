@@ -23,11 +23,22 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 
-# llama-cpp-python compiles llama.cpp (minutes on a laptop; pip caches the built wheel). With a GPU, build it with CUDA.
-if command -v nvidia-smi >/dev/null 2>&1 && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}" pip install llama-cpp-python
-fi
+# llama-cpp-python compiles llama.cpp from source. With a GPU, build it with CUDA. On x86 CPUs, build it without
+# ggml's AMX kernels: on Xeons that report AMX (Sapphire Rapids and later, also inside VMs) they crash with SIGSEGV in
+# ggml_backend_amx_mul_mat on Q4_K models, and the AVX-512/AVX2 kernels serve one user's questions as well.
+# --no-cache-dir: pip's wheel cache does not know about CMAKE_ARGS, so a wheel built with other flags would come back.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    default_cmake_args="-DGGML_CUDA=on"
+  elif [ "$(uname -m)" = x86_64 ]; then
+    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    default_cmake_args="-DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'"
+  else
+    default_cmake_args=""
+  fi
+  CMAKE_ARGS="${CMAKE_ARGS:-$default_cmake_args}" pip install --no-cache-dir "llama-cpp-python>=0.3.8"
+fi
 
 if [ -n "$extras" ]; then
   pip install -e ".[$extras]"
