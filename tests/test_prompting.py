@@ -9,7 +9,7 @@ import llama_cpp
 import pytest
 
 from rag_engine import prompting
-from rag_engine.llm.llama_cpp_backend import ChatTemplate
+from rag_engine.llm.chat_template import ChatTemplate
 from rag_engine.prompting import (
     ABSTAIN_ANSWER,
     SEPARATOR,
