@@ -218,11 +218,17 @@ class BatchedLlamaBackend(LLMBackend):
             raise RuntimeError("the model is not loaded: await start() first")
         return self._template.render(messages)
 
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt as the model reads it: the template's markers as control tokens, all content as plain text."""
+        if self._template is None or self.vocab is None:
+            raise RuntimeError("the model is not loaded: await start() first")
+        return self._template.tokens(messages, self.vocab)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         if self._thread is None:
             raise RuntimeError("the model is not loaded: await start() first")
         seq = BatchSequence(request, asyncio.get_running_loop())
-        seq.prompt = self.tokenize(self.render(request.messages), special=True)
+        seq.prompt = self.prompt_tokens(request.messages)
         if len(seq.prompt) + 1 > self.n_ctx:
             raise InvalidQuestion(
                 f"The question and its sources take {len(seq.prompt)} tokens, more than the model's "

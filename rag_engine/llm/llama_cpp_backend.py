@@ -51,6 +51,7 @@ class LlamaCppBackend(LLMBackend):
         self.flush_interval_s = flush_interval_s
         self._llama: Any = None
         self._template: ChatTemplate | None = None
+        self._vocab: Vocab | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._n_layer = 0
         self._load_lock = asyncio.Lock()
@@ -78,7 +79,7 @@ class LlamaCppBackend(LLMBackend):
             flash_attn=self.flash_attn,
             verbose=False,
         )
-        vocab = Vocab.of_model(llama.model)
+        self._vocab = vocab = Vocab.of_model(llama.model)
         self._template = ChatTemplate(
             llama.metadata.get("tokenizer.chat_template"), bos_token=vocab.bos_text, eos_token=vocab.eos_text
         )
@@ -96,6 +97,7 @@ class LlamaCppBackend(LLMBackend):
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+            self._vocab = None
 
     # --- what the worker uses -----------------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -117,13 +119,19 @@ class LlamaCppBackend(LLMBackend):
             raise RuntimeError("the model is not loaded: await start() first")
         return self._template.render(messages)
 
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt as the model reads it: the template's markers as control tokens, all content as plain text."""
+        if self._template is None or self._vocab is None:
+            raise RuntimeError("the model is not loaded: await start() first")
+        return self._template.tokens(messages, self._vocab)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         if self._executor is None or self._llama is None:
             raise RuntimeError("the model is not loaded: await start() first")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
-        prompt = self.render(request.messages)
+        prompt = self.prompt_tokens(request.messages)
         loop.run_in_executor(self._executor, self._generate, prompt, request, loop, queue, cancelled.is_set)
         try:
             while True:
@@ -138,7 +146,7 @@ class LlamaCppBackend(LLMBackend):
 
     def _generate(
         self,
-        prompt: str,
+        prompt: list[int],
         request: GenerationRequest,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Any],

@@ -62,6 +62,19 @@ class Vocab:
         return bool(llama_cpp.llama_vocab_is_eog(self.ptr, token))
 
     @property
+    def bos(self) -> int:
+        import llama_cpp
+
+        return int(llama_cpp.llama_vocab_bos(self.ptr))
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether the model wants a BOS token before every prompt."""
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_get_add_bos(self.ptr)) and self.bos >= 0
+
+    @property
     def bos_text(self) -> str:
         import llama_cpp
 
