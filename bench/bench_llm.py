@@ -99,7 +99,7 @@ def calibrate_words(count_prompt, target: int) -> int:
 
 def calibrate(model: Path, target: int) -> tuple[int, int]:
     """(words, prompt tokens) for a `target`-token prompt, with the model's vocabulary and chat template."""
-    from rag_engine.llm.llama_cpp_backend import ChatTemplate
+    from rag_engine.llm.chat_template import ChatTemplate
 
     vocab = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
     template = ChatTemplate(vocab.metadata.get("tokenizer.chat_template"), bos_token="", eos_token="")
@@ -281,7 +281,7 @@ def parallel_prompt_lines(words: int, prompt_tokens: int, n: int) -> list[str]:
 
 async def bench_raw_llama(model: Path, messages_for, prompt_tokens: int, new: int, n_ctx: int, report: Report) -> None:
     """llama-cpp-python's plain Llama, one stream, no worker: the 'raw' baseline."""
-    from rag_engine.llm.llama_cpp_backend import ChatTemplate
+    from rag_engine.llm.chat_template import ChatTemplate
 
     llm = llama_cpp.Llama(str(model), n_ctx=n_ctx, n_gpu_layers=-1, flash_attn=True, verbose=False)
     template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos_token="", eos_token="")

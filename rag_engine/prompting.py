@@ -16,8 +16,10 @@ Decisions:
   answer are dropped as noise. A missing separator makes the whole text the answer.
 - Citations to a number that was not given are removed from the text. `Answer.sources` lists the cited sources, or
   every given source when the answer cites none (the answer still rests on them); an abstention lists none.
-- Passages are untrusted data: the system prompt says so, and the layout fences each one so that its text cannot
-  close the fence or pose as an instruction.
+- Passages, titles, questions and history are untrusted data: the system prompt says so, and the layout fences
+  each passage so that neither its text nor its title can close the fence or pose as an instruction. Special-token
+  text (`<|im_start|>`) in them stays plain text: the in-process backends tokenize content without special-token
+  parsing (`rag_engine.llm.chat_template`), the HTTP backend breaks such strings before sending.
 """
 
 from __future__ import annotations
@@ -184,7 +186,10 @@ def _truncate(text: str, max_tokens: int, count: TokenCounter) -> str:
 def render_user_message(question: str, passages: Sequence[tuple[Source, str]]) -> str:
     """The last user message: fenced numbered sources, then the question."""
     if passages:
-        blocks = [f"{source_label(source)}\n<quote>\n{_defuse(text.strip())}\n</quote>" for source, text in passages]
+        # A title is untrusted as well (it comes from the PDF): defused like the passage, it cannot close a fence.
+        blocks = [
+            f"{_defuse(source_label(source))}\n<quote>\n{_defuse(text.strip())}\n</quote>" for source, text in passages
+        ]
         sources = "<sources>\n" + "\n\n".join(blocks) + "\n</sources>"
     else:
         sources = "<sources>\n(no sources)\n</sources>"

@@ -17,10 +17,12 @@ import pytest
 
 from rag_engine.errors import InvalidQuestion, QueueFull, RequestTimeout
 from rag_engine.llm.base import ChatMessage, GenerationRequest
-from rag_engine.llm.batched import BatchedLlamaBackend, _Sequence
+from rag_engine.llm.batch_sequence import BatchSequence
+from rag_engine.llm.batched import BatchedLlamaBackend
 from rag_engine.llm.factory import create_backend
 from rag_engine.llm.llama_cpp_backend import LlamaCppBackend
 from rag_engine.llm.openai_http import OpenAIHTTPBackend
+from rag_engine.llm.scheduling import PromptsFirst
 from rag_engine.worker import GenerationWorker
 
 # Module-scoped backends live on the session's event loop (pyproject: asyncio_default_fixture_loop_scope).
@@ -78,17 +80,23 @@ async def expected(serial: LlamaCppBackend) -> dict[str, str]:
 
 def assert_idle(backend: BatchedLlamaBackend) -> None:
     """No sequence, KV cell or sampler is left behind."""
-    assert backend._active == [] and not backend._inbox
-    assert backend._free_ids == list(range(backend.parallel))
+    slots = backend._slots
+    assert slots.active == [] and not backend._inbox
+    assert slots.free_ids == list(range(backend.parallel))
     for seq_id in range(backend.parallel):
-        assert llama_cpp.llama_memory_seq_pos_max(backend._mem, seq_id) == -1
+        assert llama_cpp.llama_memory_seq_pos_max(slots.mem, seq_id) == -1
+
+
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (checked every few milliseconds), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
 
 
 async def wait_idle(backend: BatchedLlamaBackend, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while backend._active or backend._inbox:
-        assert time.monotonic() < deadline, "the model thread did not free the sequences"
-        await asyncio.sleep(0.01)
+    await until(lambda: not backend._slots.active and not backend._inbox, "the model thread did not free the sequences")
     assert_idle(backend)
 
 
@@ -126,13 +134,21 @@ async def test_a_reply_streams_as_several_deltas(which, request):
 
 
 async def test_batched_greedy_equals_serial_greedy_for_concurrent_staggered_requests(batched, expected):
-    async def run(prompt: str, delay: float) -> str:
-        await asyncio.sleep(delay)
-        return await batched.generate(ask(prompt))
+    started = [asyncio.Event() for _ in PROMPTS]
 
-    # Later requests arrive while earlier ones decode; five requests on four slots: one waits for a free slot.
+    async def run(i: int, prompt: str) -> str:
+        if i:
+            await started[i - 1].wait()
+        parts = []
+        async for delta in batched.stream(ask(prompt)):
+            started[i].set()
+            parts.append(delta)
+        started[i].set()
+        return "".join(parts)
+
+    # Each request arrives once the one before it is decoding; five requests on four slots: one waits for a slot.
     steps_before = batched.steps
-    replies = await asyncio.gather(*(run(p, 0.05 * i) for i, p in enumerate(PROMPTS)))
+    replies = await asyncio.gather(*(run(i, p) for i, p in enumerate(PROMPTS)))
     assert replies == [expected[p] for p in PROMPTS]
     # Decoded together: far fewer llama_decode calls than the tokens generated one request at a time.
     assert batched.steps - steps_before < sum(48 for _ in PROMPTS)
@@ -147,7 +163,7 @@ async def test_a_request_ending_mid_batch_leaves_the_sequence_ids_contiguous(bat
     requests = [ask(PROMPTS[0]), short, ask(PROMPTS[2]), ask(PROMPTS[3])]
     tasks = [asyncio.create_task(batched.generate(r)) for r in requests]  # admitted together: ids 0, 1, 2, 3
     await tasks[1]
-    ids = {seq.request.messages[-1].content: seq.seq_id for seq in list(batched._active)}
+    ids = {seq.request.messages[-1].content: seq.seq_id for seq in list(batched._slots.active)}
     assert ids == {PROMPTS[0]: 0, PROMPTS[3]: 1, PROMPTS[2]: 2}
     replies = await asyncio.gather(*tasks)
     assert replies[1] == await serial.generate(short)
@@ -211,19 +227,18 @@ async def test_multibyte_characters_split_across_tokens_arrive_whole(gguf):
     try:
         text = "naïve 🦜 𝔘𝔫𝔦 日本語"
         tokens = backend.tokenize(text)
-        pieces = [backend._token_bytes(t) for t in tokens]
+        pieces = [backend.vocab.token_bytes(t) for t in tokens]
         assert b"".join(pieces).decode() == text
         assert any(_invalid_utf8(p) for p in pieces), "the test needs a character split across tokens"
-        seq = _Sequence(ask("x", max_tokens=len(tokens) + 5), asyncio.get_running_loop())
+        seq = BatchSequence(ask("x", max_tokens=len(tokens) + 5), asyncio.get_running_loop())
         for token in tokens:
             backend._on_token(seq, token)
         backend._finish(seq)
         backend._bridge.flush()
-        await asyncio.sleep(0)
-        items = []
-        while not seq.queue.empty():
-            items.append(seq.queue.get_nowait())
-        deltas = [i for i in items if isinstance(i, str)]
+        items = [await asyncio.wait_for(seq.queue.get(), 5)]
+        while isinstance(items[-1], str):
+            items.append(await asyncio.wait_for(seq.queue.get(), 5))
+        deltas = items[:-1]
         assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
     finally:
         backend._free()
@@ -261,15 +276,13 @@ async def test_closing_a_stream_frees_its_slot_and_kv_cells(gguf):
 
 async def test_cancelling_through_the_worker_stops_generation(batched):
     async with GenerationWorker(batched, close_backend=False) as worker:
+        steps = batched.steps
         handle = worker.submit("c", ask(PROMPTS[0], max_tokens=1500))
         async for _ in handle.stream():
             break  # leaving the loop cancels it
-        await asyncio.sleep(0.05)
-        assert handle.state == "cancelled"
-        steps = batched.steps
-        await asyncio.sleep(0.1)
-        assert batched.steps == steps, "the model kept decoding a cancelled request"
-        await wait_idle(batched)
+        await until(lambda: handle.state == "cancelled", "the handle was not cancelled")
+        await wait_idle(batched)  # the model thread let go of the sequence: nothing left to decode
+        assert batched.steps - steps < 500, "the model kept decoding a cancelled request"
 
 
 async def test_a_timeout_stops_the_generation_and_frees_the_slot(batched):
@@ -359,20 +372,19 @@ async def test_flood_of_50_questions_from_5_channels(batched):
     await wait_idle(batched)
 
 
-async def test_prompts_are_read_first_but_streams_wait_at_most_the_stall_limit(gguf):
+async def test_prompts_are_read_first_but_streams_wait_at_most_the_stall_limit():
     # Scheduling only (no model): generating sequences sit out steps while a prompt is read, so that a burst of
     # questions decodes in full batches, but never longer than max_decode_stall_s.
-    backend = make_batched(gguf, max_decode_stall_s=0.25)
+    schedule = PromptsFirst(max_decode_stall_s=0.25)
     loop = asyncio.get_running_loop()
-    generating, reading = _Sequence(ask("a"), loop), _Sequence(ask("b"), loop)
+    generating, reading = BatchSequence(ask("a"), loop), BatchSequence(ask("b"), loop)
     generating.prompt, generating.n_read, generating.seq_id = [1, 2], 2, 1
     reading.prompt, reading.n_read, reading.seq_id = [1, 2, 3], 0, 0
-    backend._active = [generating]
-    assert backend._decoding_this_step(now=10.0) == [generating]
-    backend._active = [generating, reading]
-    assert backend._decoding_this_step(now=10.0) == []  # held from 10.0
-    assert backend._decoding_this_step(now=10.2) == []
-    assert backend._decoding_this_step(now=10.26) == [generating]  # waited long enough: this step carries both
-    assert backend._decoding_this_step(now=10.27) == []  # held again from 10.27
+    assert schedule.decoding([generating], now=10.0) == [generating]
+    active = [generating, reading]
+    assert schedule.decoding(active, now=10.0) == []  # held from 10.0
+    assert schedule.decoding(active, now=10.2) == []
+    assert schedule.decoding(active, now=10.26) == [generating]  # waited long enough: this step carries both
+    assert schedule.decoding(active, now=10.27) == []  # held again from 10.27
     reading.n_read = 3
-    assert backend._decoding_this_step(now=10.28) == [reading, generating]  # all generating, in seq-id order
+    assert schedule.decoding(active, now=10.28) == [reading, generating]  # all generating, in seq-id order

@@ -1,14 +1,13 @@
 """llama.cpp in process, one request at a time, through llama-cpp-python's plain `Llama` (the serial fallback).
 
-`Settings.batched=False` selects it. It also holds what both in-process backends share: GPU-offload detection,
-the model's chat template, and the thread that carries deltas to the event loop in batches.
+`Settings.batched=False` selects it. What it shares with the batched backend lives in `llama_common`,
+`chat_template`, `vocab` and `llama_log`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,103 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from rag_engine.llm.base import BackendInfo, ChatMessage, GenerationRequest, LLMBackend
+from rag_engine.llm.chat_template import ChatTemplate
+from rag_engine.llm.llama_common import LoopBridge, default_threads, gpu_layers, runs_on
+from rag_engine.llm.llama_log import route_llama_logs
+from rag_engine.llm.vocab import Vocab
 
 logger = logging.getLogger(__name__)
 
 _END = object()
 
-# The ChatML layout of Qwen2.x, used when a GGUF carries no chat template.
-_CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
-
-# --- shared by both in-process backends -------------------------------------------------------------------------------
-def gpu_layers(requested: int) -> int:
-    """The layers to offload: what was asked when this llama.cpp build can offload, else 0 (CPU)."""
-    import llama_cpp
-
-    if requested == 0 or not llama_cpp.llama_supports_gpu_offload():
-        return 0
-    return requested
-
-
-def gpu_backend_name() -> str:
-    """Which GPU backend this llama.cpp build has ("CUDA", "Metal", …), for status lines."""
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info().decode(errors="replace")
-    for name in ("CUDA", "ROCm", "HIP", "Metal", "Vulkan", "SYCL", "MUSA", "CANN", "OpenCL"):
-        if f"{name} :" in info or f"{name}:" in info:
-            return name
-    return "GPU"
-
-
-def runs_on(n_gpu_layers: int, n_layer: int) -> str:
-    """`CUDA, 37/37 layers offloaded` or `CPU` (llama.cpp counts the output layer as one more).
-
-    >>> runs_on(0, 36)
-    'CPU'
-    """
-    if n_gpu_layers == 0:
-        return "CPU"
-    total = n_layer + 1
-    offloaded = total if n_gpu_layers < 0 else min(n_gpu_layers, total)
-    return f"{gpu_backend_name()}, {offloaded}/{total} layers offloaded"
-
-
-def default_threads(n_threads: int | None) -> tuple[int, int]:
-    """(generation threads, batch threads), as llama-cpp-python chooses them when unset."""
-    cores = os.cpu_count() or 1
-    if n_threads:
-        return n_threads, n_threads
-    return max(1, cores // 2), cores
-
-
-class ChatTemplate:
-    """Renders messages with the GGUF's own Jinja chat template (as `Llama.create_chat_completion` does)."""
-
-    def __init__(self, template: str | None, bos_token: str, eos_token: str) -> None:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self.template = template or _CHATML
-        self._formatter = Jinja2ChatFormatter(template=self.template, eos_token=eos_token, bos_token=bos_token)
-
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        response = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-        return response.prompt
-
-
-class LoopBridge:
-    """Carries items from a model thread to asyncio queues: one `call_soon_threadsafe` per flush, not per token."""
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any], Any]] = []
-
-    def put(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> None:
-        self._pending.append((loop, queue, item))
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
-        for loop, queue, item in pending:
-            by_loop.setdefault(loop, []).append((queue, item))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # that loop is closed: nobody is listening any more
-                logger.debug("dropped %d items for a closed event loop", len(items))
-
-
-def _deliver(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
-    for queue, item in items:
-        queue.put_nowait(item)
-
-
-# --- the serial backend -----------------------------------------------------------------------------------------------
 class LlamaCppBackend(LLMBackend):
     """One `llama_cpp.Llama`, one request at a time, on one dedicated thread."""
 
@@ -139,6 +51,7 @@ class LlamaCppBackend(LLMBackend):
         self.flush_interval_s = flush_interval_s
         self._llama: Any = None
         self._template: ChatTemplate | None = None
+        self._vocab: Vocab | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._n_layer = 0
         self._load_lock = asyncio.Lock()
@@ -156,6 +69,7 @@ class LlamaCppBackend(LLMBackend):
 
         threads, batch_threads = default_threads(self.n_threads)
         t0 = time.perf_counter()
+        route_llama_logs()
         llama = llama_cpp.Llama(
             model_path=str(self.model_path),
             n_ctx=self.n_ctx,
@@ -165,13 +79,9 @@ class LlamaCppBackend(LLMBackend):
             flash_attn=self.flash_attn,
             verbose=False,
         )
-        metadata = llama.metadata
-        eos, bos = llama.token_eos(), llama.token_bos()
-        vocab = llama._model.vocab
+        self._vocab = vocab = Vocab.of_model(llama.model)
         self._template = ChatTemplate(
-            metadata.get("tokenizer.chat_template"),
-            bos_token=_token_text(vocab, bos),
-            eos_token=_token_text(vocab, eos),
+            llama.metadata.get("tokenizer.chat_template"), bos_token=vocab.bos_text, eos_token=vocab.eos_text
         )
         self._n_layer = int(llama_cpp.llama_model_n_layer(llama.model))
         self._llama = llama
@@ -187,6 +97,7 @@ class LlamaCppBackend(LLMBackend):
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+            self._vocab = None
 
     # --- what the worker uses -----------------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -208,13 +119,19 @@ class LlamaCppBackend(LLMBackend):
             raise RuntimeError("the model is not loaded: await start() first")
         return self._template.render(messages)
 
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt as the model reads it: the template's markers as control tokens, all content as plain text."""
+        if self._template is None or self._vocab is None:
+            raise RuntimeError("the model is not loaded: await start() first")
+        return self._template.tokens(messages, self._vocab)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         if self._executor is None or self._llama is None:
             raise RuntimeError("the model is not loaded: await start() first")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
-        prompt = self.render(request.messages)
+        prompt = self.prompt_tokens(request.messages)
         loop.run_in_executor(self._executor, self._generate, prompt, request, loop, queue, cancelled.is_set)
         try:
             while True:
@@ -229,7 +146,7 @@ class LlamaCppBackend(LLMBackend):
 
     def _generate(
         self,
-        prompt: str,
+        prompt: list[int],
         request: GenerationRequest,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Any],
@@ -276,11 +193,3 @@ class LlamaCppBackend(LLMBackend):
             bridge.put(loop, queue, error)
         bridge.flush()
 
-
-def _token_text(vocab: Any, token: int) -> str:
-    import llama_cpp
-
-    if token < 0:
-        return ""
-    text = llama_cpp.llama_vocab_get_text(vocab, token)
-    return text.decode("utf-8", errors="replace") if text else ""

@@ -2,7 +2,9 @@
 
 For when one GPU or one machine is not enough: the server batches, this client only streams
 `POST {base_url}/chat/completions` with `stream: true` (server-sent events) through httpx. Closing a stream
-closes its HTTP response, which is how such servers learn to stop generating.
+closes its HTTP response, which is how such servers learn to stop generating. The server tokenizes the messages
+itself, so special-token text in them (`<|im_start|>` in a passage) is broken up before sending
+(`special_tokens.neutralise_special_tokens`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 
 from rag_engine.errors import ModelUnavailable
 from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
+from rag_engine.llm.special_tokens import neutralise_special_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ class OpenAIHTTPBackend(LLMBackend):
         if self._client is None:
             raise RuntimeError("the backend is not started: await start() first")
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            # the server tokenizes: special-token text in content must not reach it as such (issue 9, defect 3)
+            "messages": [{"role": m.role, "content": neutralise_special_tokens(m.content)} for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stream": True,
