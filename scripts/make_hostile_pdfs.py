@@ -50,12 +50,11 @@ def long_word(letters: int = 100_000) -> bytes:
 
 
 def tiny_objects(count: int = 50_000) -> bytes:
-    """`count` text objects of one letter each, in a grid of 1-pt cells."""
+    """`count` text objects of one letter each, every one on a line of its own (a diagonal sweep down the page)."""
     parts = [b"BT /F1 1 Tf"]
-    per_row = 500
     for index in range(count):
-        x, y = 50 + (index % per_row) * 1.0, 750 - (index // per_row) * 1.2
-        parts.append(b" 1 0 0 1 %.1f %.1f Tm (%c) Tj" % (x, y, 97 + index % 26))
+        x, y = 20 + (index * 7) % 570, 770 - index * 750 / count
+        parts.append(b" 1 0 0 1 %.2f %.3f Tm (%c) Tj" % (x, y, 97 + index % 26))
     parts.append(b" ET")
     doc = pymupdf.open()
     _page_with_content(doc, b"".join(parts))

@@ -18,14 +18,18 @@ _DROP_CHARS = re.compile(
 )
 _DIGITS = re.compile(r"\d+")
 _WORD_BEFORE_HYPHEN = re.compile(r"(?<![\w-])([\w-]*\w)-$")
-_MAX_WORD = 64  # longer runs of letters are not words a typesetter hyphenates
+#: Longer runs without a space are no words (a hostile file's megabyte "word"): they are cut into pieces this long,
+#: so every later stage (hyphen joining, chunking, tokenizing) sees words of ordinary length.
+_MAX_WORD = 64
+_LONG_RUN = re.compile(r"\S{%d}(?=\S)" % _MAX_WORD)
 _TAIL = _MAX_WORD + 2
 _WORD_AFTER = re.compile(r"^(\w+)")
 
 
 def _clean(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)  # ligatures (ﬁ → fi), full-width forms, Arabic presentation forms
-    return " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
+    text = " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
+    return _LONG_RUN.sub(r"\g<0> ", text)
 
 
 def _running_key(line: _Line) -> tuple[str, str]:
