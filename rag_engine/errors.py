@@ -48,6 +48,12 @@ class TooLarge(UnsupportedFile):
     reason = "too_large"
 
 
+class OverBudget(UnsupportedFile):
+    """Reading the file needed more CPU time or memory than one document may take (a hostile or pathological PDF)."""
+
+    reason = "over_budget"
+
+
 # --- models and questions ---------------------------------------------------------------------------------------------
 class ModelUnavailable(PaperbotError):
     """A model is neither on disk nor downloadable (offline, wrong id)."""

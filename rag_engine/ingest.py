@@ -13,7 +13,7 @@ from pathlib import Path
 from rag_engine.chunking import chunk_pages
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import UnsupportedFile
-from rag_engine.pdf import extract_pdf
+from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
 from rag_engine.settings import Settings
 from rag_engine.types import IngestProgress, IngestReport
 from storage.codec import CODEC_ID
@@ -98,8 +98,9 @@ class Ingestor:
         s = self._settings
         try:
             await progress(IngestProgress(f"Reading {job.filename}…"))
-            pdf = await asyncio.to_thread(
-                extract_pdf, data, max_bytes=int(s.max_file_mb * 1024 * 1024), max_pages=s.max_pages, filename=job.filename
+            budget = ExtractionBudget(cpu_seconds=s.pdf_cpu_seconds, memory_bytes=s.pdf_memory_mb << 20)
+            pdf = await extract_pdf_isolated(  # a killable child process: hostile files cost at most `budget`
+                data, max_bytes=int(s.max_file_mb * 1024 * 1024), max_pages=s.max_pages, filename=job.filename, budget=budget
             )
         except UnsupportedFile as error:
             await self._db.fail_job(job.id, str(error))

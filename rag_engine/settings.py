@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # --- input limits ------------------------------------------------------------------------------------------------
     max_file_mb: float = Field(50.0, gt=0, description="Largest PDF accepted, in MiB.")
     max_pages: int = Field(600, ge=1, description="PDFs with more pages are refused.")
+    pdf_cpu_seconds: float = Field(
+        120.0, gt=0, description="CPU time reading one PDF may take (in a child process) before it is refused."
+    )
+    pdf_memory_mb: int = Field(2048, ge=256, description="Address space reading one PDF may use, in MiB.")
     max_question_chars: int = Field(2000, ge=10)
 
     # --- generation --------------------------------------------------------------------------------------------------

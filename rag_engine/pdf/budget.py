@@ -22,6 +22,8 @@ MAX_PAGE_CONTENT_BYTES = 64 * 1024 * 1024
 #: Unpacked content measured for the whole document; pages past it are skipped. Bounds the work a small file can ask.
 MAX_DOC_CONTENT_BYTES = 256 * 1024 * 1024
 
+_OUT_OF_MEMORY = re.compile(r"\b(?:m|c|re)alloc\b.*\bfailed|out of memory", re.IGNORECASE)
+
 
 def _read_pages(doc: pymupdf.Document) -> tuple[list[list[_Block]], int]:
     """Each page's text blocks (lines normalised, in reading frame), and how many pages were skipped as too heavy."""
@@ -46,6 +48,8 @@ def _read_pages(doc: pymupdf.Document) -> tuple[list[list[_Block]], int]:
                 continue
             pages.append(_page_blocks(page))
         except _MUPDF_ERRORS as error:
+            if _OUT_OF_MEMORY.search(str(error)):  # the memory budget, not a damaged page: refuse the document
+                raise MemoryError(f"page {index + 1}: {error}") from error
             log.warning("page %d unreadable, indexed as empty: %s", index + 1, error)
             pages.append([])
     return pages, skipped

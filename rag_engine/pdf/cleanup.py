@@ -17,13 +17,19 @@ _DROP_CHARS = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u2060\ufeff\ufffd\ue000-\uf8ff]"
 )
 _DIGITS = re.compile(r"\d+")
-_WORD_BEFORE_HYPHEN = re.compile(r"([\w-]*\w)-$")
+_WORD_BEFORE_HYPHEN = re.compile(r"(?<![\w-])([\w-]*\w)-$")
+#: Longer runs without a space are no words (a hostile file's megabyte "word"): they are cut into pieces this long,
+#: so every later stage (hyphen joining, chunking, tokenizing) sees words of ordinary length.
+_MAX_WORD = 64
+_LONG_RUN = re.compile(r"\S{%d}(?=\S)" % _MAX_WORD)
+_TAIL = _MAX_WORD + 2
 _WORD_AFTER = re.compile(r"^(\w+)")
 
 
 def _clean(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)  # ligatures (ﬁ → fi), full-width forms, Arabic presentation forms
-    return " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
+    text = " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
+    return _LONG_RUN.sub(r"\g<0> ", text)
 
 
 def _running_key(line: _Line) -> tuple[str, str]:
@@ -54,24 +60,43 @@ def _vocabulary(raw_pages: list[list[_Block]]) -> Counter[str]:
 
 
 def _join_lines(lines: list[str], vocabulary: Counter[str]) -> str:
-    """Lines of one paragraph joined with spaces; a word hyphenated across a line break is made whole again."""
-    out = ""
+    """Lines of one paragraph joined with spaces; a word hyphenated across a line break is made whole again.
+
+    Linear in the text: each join looks only at the last `_MAX_WORD` characters written so far, so neither a very
+    long "word" nor thousands of tiny lines make it quadratic (issue #9)."""
+    parts: list[str] = []
+    tail = ""  # the last characters of the text joined so far, enough to see the word before a hyphen
+    written = 0
     for line in lines:
-        if not out:
-            out = line
+        if not line:
             continue
-        before = _WORD_BEFORE_HYPHEN.search(out)
-        after = _WORD_AFTER.match(line)
-        if before and after and line[0].islower():
-            head, tail = before.group(1).lower(), after.group(1).lower()
-            joined, hyphenated = head + tail, f"{head}-{tail}"
-            # "exam-" + "ple" → "example", but keep "self-attention" and "state-of-the-art" as the text writes them.
-            if "-" in head or vocabulary[hyphenated] > vocabulary[joined]:
-                out += line
-            else:
-                out = out[:-1] + line
-        elif before and after:
-            out += line  # "GPT-" + "3", "ZeRO-" + "DP": a capital or digit after a hyphen is a compound
+        if not parts:
+            piece = line
         else:
-            out += " " + line
-    return out
+            before = _hyphenated_word(tail, truncated=written > len(tail))
+            after = _WORD_AFTER.match(line[: _MAX_WORD + 1])
+            if before and after and line[0].islower():
+                head, rest = before.lower(), after.group(1).lower()
+                joined, hyphenated = head + rest, f"{head}-{rest}"
+                # "exam-" + "ple" → "example", but keep "self-attention" and "state-of-the-art" as the text writes them.
+                if "-" in head or vocabulary[hyphenated] > vocabulary[joined]:
+                    piece = line
+                else:
+                    parts[-1], tail, written = parts[-1][:-1], tail[:-1], written - 1
+                    piece = line
+            elif before and after:
+                piece = line  # "GPT-" + "3", "ZeRO-" + "DP": a capital or digit after a hyphen is a compound
+            else:
+                piece = " " + line
+        parts.append(piece)
+        tail = (tail + piece[-_TAIL:])[-_TAIL:]
+        written += len(piece)
+    return "".join(parts)
+
+
+def _hyphenated_word(tail: str, *, truncated: bool) -> str | None:
+    """The word (hyphens inside allowed) just before a line-end hyphen, unless it is longer than a real word."""
+    match = _WORD_BEFORE_HYPHEN.search(tail) if tail.endswith("-") else None
+    if match is None or (match.start() == 0 and truncated):
+        return None  # it may go on before the window: a "word" that long is no hyphenated word
+    return match.group(1)

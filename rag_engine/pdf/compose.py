@@ -38,22 +38,24 @@ def _compose(raw_pages: list[list[_Block]]) -> list[PageText]:
 
 
 def _page_text(number: int, blocks: list[_Block], vocabulary: Counter[str], body_size: float, limit: int) -> PageText:
-    paragraphs: list[str] = []
-    heading_at: list[int] = []  # indexes into paragraphs
+    # Paragraphs are kept as their lines and joined once: rejoining a growing paragraph block by block is quadratic.
+    paragraph_lines: list[list[str]] = []
+    heading_at: list[int] = []  # indexes into paragraph_lines
     open_paragraph = False  # the last paragraph may continue into the next block
     for block, is_heading in (piece for whole in blocks for piece in _split_headings(whole, body_size)):
-        text = _join_lines([line.text for line in block.lines], vocabulary)
-        if not text:
+        lines = [line.text for line in block.lines if line.text]
+        if not lines:
             continue
         if is_heading:
-            heading_at.append(len(paragraphs))
-            paragraphs.append(text)
+            heading_at.append(len(paragraph_lines))
+            paragraph_lines.append(lines)
             open_paragraph = False
-        elif open_paragraph and _continues(paragraphs[-1], text):
-            paragraphs[-1] = _join_lines([paragraphs[-1], text], vocabulary)
+        elif open_paragraph and _continues(paragraph_lines[-1][-1], lines[0]):
+            paragraph_lines[-1].extend(lines)
         else:
-            paragraphs.append(text)
+            paragraph_lines.append(lines)
             open_paragraph = True
+    paragraphs = [_join_lines(lines, vocabulary) for lines in paragraph_lines]
     page_text, headings, offset = "", [], 0
     heading_set = set(heading_at)
     for index, paragraph in enumerate(paragraphs):

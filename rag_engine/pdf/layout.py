@@ -3,6 +3,8 @@ header/footer band marked), and the order to read the blocks in (two columns: th
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections import Counter
 
@@ -11,11 +13,18 @@ import pymupdf
 from rag_engine.pdf.cleanup import _clean
 from rag_engine.pdf.lines import _Block, _Line
 
+log = logging.getLogger(__name__)
+
 # Text, with MuPDF's own ligature expansion, clipped to the page; images are not decoded (no PRESERVE_IMAGES).
 _TEXT_FLAGS = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
 
 _HEADER_ZONE = 0.12  # top/bottom fraction of the page where running headers and page numbers live
 _MIN_COLUMN_LINES = 4  # fewer lines on one side of a gap is a short line or a label, not a column
+
+#: Lines and characters taken from one page; the rest is dropped. A dense page has ~150 lines and ~8,000 characters,
+#: so only a hostile page (10^5 one-letter text objects, a megabyte-long "word") reaches these.
+MAX_PAGE_LINES = 20_000
+MAX_PAGE_RAW_CHARS = 400_000
 
 _ARXIV_STAMP = re.compile(r"^arXiv:\d{4}\.\d{4,5}(v\d+)?\b")
 
@@ -26,19 +35,25 @@ def _page_blocks(page: pymupdf.Page) -> list[_Block]:
     height = page.cropbox.height or 1.0
     raw_lines: list[tuple[int, tuple[float, float], tuple[float, float, float, float], str, float, bool]] = []
     direction_weight: Counter[tuple[float, float]] = Counter()
-    for number, block in enumerate(content.get("blocks", ())):
-        for line in block.get("lines", ()):
-            spans = line.get("spans", ())
-            text = _clean("".join(span.get("text", "") for span in spans))
-            if not text:
-                continue
-            sized = [span for span in spans if any(ch.isalnum() for ch in span.get("text", ""))] or list(spans)
-            size = max(float(span.get("size", 0.0)) for span in sized)
-            bold_chars = sum(len(span["text"]) for span in sized if _is_bold(span))
-            bold = bold_chars >= 0.8 * sum(len(span["text"]) for span in sized)
-            axis = _axis(line.get("dir", (1.0, 0.0)))
-            raw_lines.append((number, axis, tuple(line["bbox"]), text, size, bold))
-            direction_weight[axis] += len(text)
+    budget_chars = MAX_PAGE_RAW_CHARS
+    lines = ((number, line) for number, block in enumerate(content.get("blocks", ())) for line in block.get("lines", ()))
+    for number, line in lines:
+        if len(raw_lines) >= MAX_PAGE_LINES or budget_chars <= 0:
+            log.warning("page %d: text past %d lines or %d characters dropped", page.number + 1, MAX_PAGE_LINES,
+                        MAX_PAGE_RAW_CHARS)
+            break
+        spans = line.get("spans", ())
+        text = _clean("".join(span.get("text", "") for span in spans)[:budget_chars])
+        if not text:
+            continue
+        budget_chars -= len(text)
+        sized = [span for span in spans if any(ch.isalnum() for ch in span.get("text", ""))] or list(spans)
+        size = max(float(span.get("size", 0.0)) for span in sized)
+        bold_chars = sum(len(span["text"]) for span in sized if _is_bold(span))
+        bold = bold_chars >= 0.8 * sum(len(span["text"]) for span in sized)
+        axis = _axis(line.get("dir", (1.0, 0.0)))
+        raw_lines.append((number, axis, tuple(line["bbox"]), text, size, bold))
+        direction_weight[axis] += len(text)
     if not raw_lines:
         return []
     dominant = direction_weight.most_common(1)[0][0]
@@ -131,20 +146,26 @@ def _gutter(lines: list[_Line]) -> float | None:
     lo, hi = int(left + 0.3 * (right - left)), int(left + 0.7 * (right - left))
     if hi - lo < 10:
         return None
-    crossing = [0] * (hi - lo + 2)  # difference array over whole points of x
+    # How many characters' lines cross each whole point of x changes only where a line starts or stops: walk those
+    # places in order (cost per line, not per point of width: a page may be 10^8 pt wide).
+    changes: Counter[int] = Counter()
     total = 0
     for line in lines:
         weight = len(line.text)
         total += weight
         start, stop = max(int(line.x0), lo), min(int(line.x1) + 1, hi + 1)
         if start < stop:
-            crossing[start - lo] += weight
-            crossing[stop - lo] -= weight
+            changes[start] += weight
+            changes[stop] -= weight
+    places = sorted(changes.keys() | {lo})
     best_x, best, running = lo, None, 0
     centre = (left + right) / 2
-    for offset, change in enumerate(crossing[:-1]):
-        running += change
-        x = lo + offset
+    nearest = math.ceil(centre - 0.5)  # the whole point nearest the centre (the lower one on a tie)
+    for place, after in zip(places, [*places[1:], hi + 1], strict=True):
+        running += changes[place]
+        if place > hi:
+            break
+        x = min(max(nearest, place), min(after, hi + 1) - 1)  # this run's point nearest the centre
         if best is None or running < best or (running == best and abs(x - centre) < abs(best_x - centre)):
             best_x, best = x, running
     if best is None or best > 0.25 * total:  # full-width tables and figures may cross it; body text may not
