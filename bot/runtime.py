@@ -37,6 +37,7 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.ingestor.stop()  # before the database closes: their jobs go back to pending
             await downloader.close()
 
 

@@ -39,6 +39,7 @@ class Ingestor:
         self._encoders = encoders
         self._settings = settings
         self._uploads = settings.uploads_dir
+        self._running: set[asyncio.Task[IngestReport]] = set()
 
     async def ingest(
         self,
@@ -95,6 +96,25 @@ class Ingestor:
 
     async def _run(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         await self._db.start_job(job.id)
+        self._running.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            return await self._attempt(job, data, progress)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped from outside (Ctrl-C, SIGTERM, shutdown), not by the file: keep the upload, resume next start.
+            await asyncio.shield(self._db.suspend_job(job.id))
+            log.info("ingestion of %s stopped; it resumes at the next start", job.filename)
+            raise
+        finally:
+            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        """Stop the ingestions running in this process, leaving their jobs to resume at the next start."""
+        running = [task for task in self._running if task is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _attempt(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         s = self._settings
         try:
             await progress(IngestProgress(f"Reading {job.filename}…"))
@@ -134,8 +154,8 @@ class Ingestor:
             ]
             doc = await self._db.complete_document(doc.id, rows)
             await self._db.finish_job(job.id, doc.id)
-        except BaseException as error:
-            # Cancelled or broken mid-way: the document never became visible; record why and re-raise.
+        except Exception as error:
+            # Broken mid-way: the document never became visible; record why and re-raise.
             await asyncio.shield(self._abandon(job, doc.id, repr(error)))
             raise
         log.info("indexed %s: %d pages, %d chunks", job.filename, pdf.page_count, len(rows))

@@ -426,6 +426,26 @@ class Repository:
             raise JobNotFound(job_id)
         return await self.get_job(job_id)
 
+    async def suspend_job(self, job_id: int) -> JobRecord:
+        """Put a job stopped cleanly (a signal, a shutdown) back to 'pending' for the next start: its half-written
+        document, never visible, is deleted, the stored upload stays, and the attempt is not counted (attempts
+        guard against files that crash the process, and this one did not)."""
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone("SELECT document_id, status FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                raise JobNotFound(job_id)
+            if row["status"] in ("pending", "running"):
+                if row["document_id"] is not None:
+                    await tx.execute(
+                        "DELETE FROM documents WHERE id = ? AND status = 'processing'", (row["document_id"],)
+                    )
+                await tx.execute(
+                    "UPDATE jobs SET status = 'pending', document_id = NULL, attempts = max(attempts - 1, 0), "
+                    "updated_at = ? WHERE id = ?",
+                    (utc_now(), job_id),
+                )
+        return await self.get_job(job_id)
+
     async def get_job(self, job_id: int) -> JobRecord:
         row = await self._db.fetchone(f"{_JOB_SELECT} WHERE j.id = ?", (job_id,))
         if row is None:
