@@ -13,6 +13,7 @@ from pathlib import Path
 from rag_engine.chunking import chunk_pages
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import UnsupportedFile
+from rag_engine.owner import new_owner, owner_is_gone
 from rag_engine.pdf import extract_pdf
 from rag_engine.settings import Settings
 from rag_engine.types import IngestProgress, IngestReport
@@ -40,6 +41,7 @@ class Ingestor:
         self._settings = settings
         self._uploads = settings.uploads_dir
         self._running: set[asyncio.Task[IngestReport]] = set()
+        self._owner = new_owner()  # holds the jobs this process works on
 
     async def ingest(
         self,
@@ -67,7 +69,9 @@ class Ingestor:
                 message=f"*{existing.title}* is {state} here.",
             )
         path = await asyncio.to_thread(self._store_upload, sha256, data)
-        job = await self._db.create_job(index.id, str(path), filename, sha256, uploader)
+        job = await self._db.create_job(
+            index.id, str(path), filename, sha256, uploader, owner=self._owner, lease_s=self._settings.job_lease_s
+        )
         report = await self._run(job, data, progress)
         return _with_time(report, time.perf_counter() - started)
 
@@ -75,6 +79,11 @@ class Ingestor:
         """Finish (or give up on, with a reason) the jobs a previous process left behind."""
         reports = []
         for job in await self._db.unfinished_jobs():
+            # A holder on this host that no longer runs (killed, crashed) gives its job up at once; else its lease decides.
+            gone = job.owner if owner_is_gone(job.owner) else None
+            if not await self._db.claim_job(job.id, self._owner, self._settings.job_lease_s, gone_owner=gone):
+                log.info("job %d (%s) is being worked on by %s; leaving it alone", job.id, job.filename, job.owner)
+                continue
             if job.document_id is not None:
                 if await self._db.document_status(job.document_id) == "ready":  # crashed after the commit
                     await self._db.finish_job(job.id, job.document_id)
@@ -97,6 +106,7 @@ class Ingestor:
     async def _run(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         await self._db.start_job(job.id)
         self._running.add(asyncio.current_task())  # type: ignore[arg-type]
+        lease = asyncio.create_task(self._keep_lease(job), name=f"lease-job-{job.id}")
         try:
             return await self._attempt(job, data, progress)
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -105,7 +115,20 @@ class Ingestor:
             log.info("ingestion of %s stopped; it resumes at the next start", job.filename)
             raise
         finally:
+            lease.cancel()
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _keep_lease(self, job: JobRecord) -> None:
+        """Renew this process's lease on `job` while it works on it, so other processes leave it alone."""
+        lease_s = self._settings.job_lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                if not await self._db.renew_lease(job.id, self._owner, lease_s):
+                    log.warning("lost the lease on job %d (%s)", job.id, job.filename)
+                    return
+            except Exception:  # a busy database: try again at the next beat, well inside the lease
+                log.warning("renewing the lease on job %d failed", job.id, exc_info=True)
 
     async def stop(self) -> None:
         """Stop the ingestions running in this process, leaving their jobs to resume at the next start."""

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50.0, gt=0, description="Largest PDF accepted, in MiB.")
     max_pages: int = Field(600, ge=1, description="PDFs with more pages are refused.")
     max_question_chars: int = Field(2000, ge=10)
+    job_lease_s: float = Field(
+        60.0, gt=0, description="An ingestion job not renewed for this long is presumed dead and resumed by another process."
+    )
 
     # --- generation --------------------------------------------------------------------------------------------------
     llm_model: str = Field(DEFAULT_LLM_MODEL, description="A local .gguf path, or `owner/repo:file.gguf`.")

@@ -22,7 +22,6 @@ from storage.errors import (
     DuplicateDocument,
     EncoderMismatch,
     IndexNotFound,
-    JobNotFound,
 )
 from storage.fts import match_expression
 from storage.records import (
@@ -31,7 +30,6 @@ from storage.records import (
     EmbeddingMatrix,
     IndexRecord,
     IndexStats,
-    JobRecord,
     NewChunk,
 )
 
@@ -41,11 +39,6 @@ _INDEX_COLUMNS = "id, name, encoder_id, codec, dim, created_at, version"
 _DOC_COLUMNS = (
     "id, index_id, sha256, title, filename, page_count, uploader, status, error, chunk_count, created_at, updated_at"
 )
-_JOB_SELECT = """
-    SELECT j.id, j.index_id, i.name AS index_name, j.path, j.filename, j.sha256, j.uploader, j.status, j.error,
-           j.document_id, j.attempts, j.created_at, j.updated_at
-    FROM jobs j JOIN indexes i ON i.id = j.index_id
-"""
 MAX_SEARCH_LIMIT = 1000
 
 
@@ -62,9 +55,6 @@ def _document(row: sqlite3.Row) -> DocumentRecord:
     return DocumentRecord(**dict(row))
 
 
-def _job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(**dict(row))
-
 
 def _describe(encoder_id: str, codec: str, dim: int) -> str:
     return f"{encoder_id} ({codec}, dim {dim})"
@@ -79,7 +69,7 @@ def check_encoder(index: IndexRecord, encoder_id: str, codec: str, dim: int) -> 
 
 
 class Repository:
-    """Indexes, documents, chunks, embeddings and ingestion jobs over one open `Connection`.
+    """Indexes, documents, chunks and embeddings over one open `Connection` (jobs: storage/jobs.py).
 
     `storage.db.Database` is this class plus opening and closing; the rest of paperbot uses that.
     """
@@ -376,87 +366,6 @@ class Repository:
         codec = codecs.get_codec(index.codec)
         return await asyncio.to_thread(_assemble, rows, codec, index.dim, index.version)
 
-    # === jobs =========================================================================================================
-    async def create_job(self, index_id: int, path: str, filename: str, sha256: str, uploader: str | None) -> JobRecord:
-        """A pending ingestion job for an upload stored at `path`."""
-        now = utc_now()
-        async with self._db.transaction() as tx:
-            job_id = await tx.insert(
-                "INSERT INTO jobs (index_id, path, filename, sha256, uploader, status, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (index_id, str(path), filename, sha256, uploader, now, now),
-            )
-        return await self.get_job(job_id)
-
-    async def start_job(self, job_id: int) -> JobRecord:
-        """Mark a job running and count the attempt (a job found 'running' at restart was interrupted)."""
-        await self._update_job(
-            job_id,
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, error = NULL, updated_at = ? WHERE id = ?",
-        )
-        return await self.get_job(job_id)
-
-    async def attach_job_document(self, job_id: int, document_id: int) -> JobRecord:
-        """Record the 'processing' document a job is writing, so a restart can find and drop it."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET document_id = ?, updated_at = ? WHERE id = ?", (document_id, utc_now(), job_id)
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def finish_job(self, job_id: int, document_id: int | None) -> JobRecord:
-        """Mark a job done; `document_id` is the paper it produced (or the existing one it duplicated)."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?",
-                (document_id, utc_now(), job_id),
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def fail_job(self, job_id: int, error: str) -> JobRecord:
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, updated_at = ? WHERE id = ?", (error, utc_now(), job_id)
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def suspend_job(self, job_id: int) -> JobRecord:
-        """Put a job stopped cleanly (a signal, a shutdown) back to 'pending' for the next start: its half-written
-        document, never visible, is deleted, the stored upload stays, and the attempt is not counted (attempts
-        guard against files that crash the process, and this one did not)."""
-        async with self._db.transaction() as tx:
-            row = await tx.fetchone("SELECT document_id, status FROM jobs WHERE id = ?", (job_id,))
-            if row is None:
-                raise JobNotFound(job_id)
-            if row["status"] in ("pending", "running"):
-                if row["document_id"] is not None:
-                    await tx.execute(
-                        "DELETE FROM documents WHERE id = ? AND status = 'processing'", (row["document_id"],)
-                    )
-                await tx.execute(
-                    "UPDATE jobs SET status = 'pending', document_id = NULL, attempts = max(attempts - 1, 0), "
-                    "updated_at = ? WHERE id = ?",
-                    (utc_now(), job_id),
-                )
-        return await self.get_job(job_id)
-
-    async def get_job(self, job_id: int) -> JobRecord:
-        row = await self._db.fetchone(f"{_JOB_SELECT} WHERE j.id = ?", (job_id,))
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job(row)
-
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        """Pending and running jobs of every index, oldest first: what to resume after a restart."""
-        rows = await self._db.fetchall(f"{_JOB_SELECT} WHERE j.status IN ('pending', 'running') ORDER BY j.id")
-        return [_job(row) for row in rows]
-
     # === helpers ======================================================================================================
     async def _index_name(self, index_id: int) -> str:
         row = await self._db.fetchone("SELECT name FROM indexes WHERE id = ?", (index_id,))
@@ -469,11 +378,8 @@ class Repository:
         if status != "processing":
             raise DocumentNotProcessing(doc_id, status)
 
-    async def _update_job(self, job_id: int, sql: str) -> None:
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(sql, (utc_now(), job_id))
-        if not changed:
-            raise JobNotFound(job_id)
+
+
 
 
 def _encode_chunks(chunks: Sequence[NewChunk], codec: codecs.Codec, dim: int) -> list[tuple[int, bytes]]:
