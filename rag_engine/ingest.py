@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -193,9 +195,16 @@ class Ingestor:
         self._uploads.mkdir(parents=True, exist_ok=True)
         path = self._uploads / f"{sha256}.pdf"
         if not path.exists():
-            partial = path.with_suffix(".part")
-            partial.write_bytes(data)
-            partial.replace(path)
+            # The same file may arrive in two channels at once: each write gets its own temporary file, and the
+            # atomic rename makes whichever finishes last win with identical bytes.
+            fd, partial = tempfile.mkstemp(dir=self._uploads, prefix=f".{sha256}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(partial, path)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         return path
 
 
