@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from rag_engine.types import IngestProgress, IngestReport
 from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import DuplicateDocument
+from storage.files import private_dir
 from storage.records import JobRecord, NewChunk
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Ingestor:
         self._uploads = settings.uploads_dir
         self._running: set[asyncio.Task[IngestReport]] = set()
         self._owner = new_owner()  # holds the jobs this process works on
+        self._uploads_lock = asyncio.Lock()
 
     async def ingest(
         self,
@@ -70,10 +72,11 @@ class Ingestor:
                 chunks=existing.chunk_count,
                 message=f"*{existing.title}* is {state} here.",
             )
-        path = await asyncio.to_thread(self._store_upload, sha256, data)
-        job = await self._db.create_job(
-            index.id, str(path), filename, sha256, uploader, owner=self._owner, lease_s=self._settings.job_lease_s
-        )
+        async with self._uploads_lock:  # a removal in this process cannot delete the file before the job holds it
+            path = await asyncio.to_thread(self._store_upload, sha256, data)
+            job = await self._db.create_job(
+                index.id, str(path), filename, sha256, uploader, owner=self._owner, lease_s=self._settings.job_lease_s
+            )
         report = await self._run(job, data, progress)
         return _with_time(report, time.perf_counter() - started)
 
@@ -148,7 +151,7 @@ class Ingestor:
             )
         except UnsupportedFile as error:
             await self._db.fail_job(job.id, str(error))
-            await asyncio.to_thread(Path(job.path).unlink, missing_ok=True)
+            await self.release_uploads([job.sha256])
             log.info("refused %s: %s", job.filename, error.reason)
             return _failed(error.reason, str(error))
 
@@ -189,10 +192,24 @@ class Ingestor:
     async def _abandon(self, job: JobRecord, doc_id: int, why: str) -> None:
         await self._db.delete_document(doc_id)
         await self._db.fail_job(job.id, why)
+        await self.release_uploads([job.sha256])
+
+    async def release_uploads(self, shas: Collection[str]) -> int:
+        """Delete the stored uploads of `shas` that nothing needs any more (no live document in any index, no
+        unfinished job): call after removing papers. Returns how many files went."""
+        if not shas:
+            return 0
+        async with self._uploads_lock:
+            unused = set(shas) - await self._db.uploads_in_use(set(shas))
+            paths = [self._uploads / f"{sha}.pdf" for sha in sorted(unused)]
+            gone = await asyncio.to_thread(_unlink_all, paths)
+        if gone:
+            log.info("deleted %d stored upload(s) no paper uses any more", gone)
+        return gone
 
     def _store_upload(self, sha256: str, data: bytes) -> Path:
         """Keep the original bytes: a restarted job reads them again, and a changed encoder can re-encode."""
-        self._uploads.mkdir(parents=True, exist_ok=True)
+        private_dir(self._uploads)
         path = self._uploads / f"{sha256}.pdf"
         if not path.exists():
             # The same file may arrive in two channels at once: each write gets its own temporary file, and the
@@ -206,6 +223,17 @@ class Ingestor:
                 Path(partial).unlink(missing_ok=True)
                 raise
         return path
+
+
+def _unlink_all(paths: list[Path]) -> int:
+    gone = 0
+    for path in paths:
+        try:
+            path.unlink()
+            gone += 1
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def _failed(reason: str, message: str) -> IngestReport:

@@ -7,6 +7,7 @@ documents, chunks, text search and embeddings below filters on `documents.status
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -286,6 +287,26 @@ class Repository:
         if row is None:
             raise DocumentNotFound(doc_id, await self._index_name(index_id))
         return _document(row)
+
+    async def document_shas(self, index_id: int) -> set[str]:
+        """The SHA-256 of every document of the index, in any status (whose stored uploads a clear may free)."""
+        rows = await self._db.fetchall("SELECT DISTINCT sha256 FROM documents WHERE index_id = ?", (index_id,))
+        return {str(row[0]) for row in rows}
+
+    async def uploads_in_use(self, shas: Sequence[str] | set[str]) -> set[str]:
+        """Those of `shas` whose stored upload is still needed: by a ready or processing document in any index, or
+        by an unfinished job."""
+        rows = await self._db.fetchall(
+            """
+            SELECT sha256 FROM documents
+            WHERE sha256 IN (SELECT value FROM json_each(:shas)) AND status IN ('ready', 'processing')
+            UNION
+            SELECT sha256 FROM jobs
+            WHERE sha256 IN (SELECT value FROM json_each(:shas)) AND status IN ('pending', 'running')
+            """,
+            {"shas": json.dumps(sorted(shas))},
+        )
+        return {str(row[0]) for row in rows}
 
     async def clear_index(self, index_id: int) -> int:
         """Delete every ready and failed document of the index; returns how many ready papers went. Documents still
