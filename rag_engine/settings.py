@@ -86,6 +86,7 @@ class Settings(BaseSettings):
         description="Hosts the bot may download PDFs from.",
     )
     arxiv_base_url: str = Field("https://arxiv.org", description="Where arXiv links are fetched from.")
+    download_deadline_s: float = Field(120.0, gt=0, description="Longest a whole download may take, in seconds.")
     bot_name: str = "paperbot"
     user_rate_per_minute: int = Field(6, ge=1, description="Questions one user may ask per minute.")
 

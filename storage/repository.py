@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -23,6 +24,7 @@ from storage.errors import (
     DuplicateDocument,
     EncoderMismatch,
     IndexNotFound,
+    InvalidIndexName,
 )
 from storage.fts import match_expression
 from storage.records import (
@@ -69,6 +71,21 @@ def check_encoder(index: IndexRecord, encoder_id: str, codec: str, dim: int) -> 
         )
 
 
+MAX_INDEX_NAME = 200
+
+
+def check_index_name(name: str) -> None:
+    """Raise InvalidIndexName (a sentence for the user) unless `name` can name an index."""
+    if not name.strip():
+        raise InvalidIndexName(name, "it is empty")
+    if name != name.strip():
+        raise InvalidIndexName(name, "it starts or ends with a space")
+    if len(name) > MAX_INDEX_NAME:
+        raise InvalidIndexName(name[:40] + "…", f"it is longer than {MAX_INDEX_NAME} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
+        raise InvalidIndexName(name, "it contains control or invisible characters")
+
+
 class Repository:
     """Indexes, documents, chunks and embeddings over one open `Connection` (jobs: storage/jobs.py).
 
@@ -82,8 +99,7 @@ class Repository:
     async def get_or_create_index(self, name: str, encoder_id: str, codec: str, dim: int) -> IndexRecord:
         """The index called `name`, created on first use. Raises EncoderMismatch if it was built with another
         encoder, codec or dimension: vectors from two models must never mix."""
-        if not name or not name.strip():
-            raise ValueError("an index needs a name")
+        check_index_name(name)
         codecs.get_codec(codec)  # unknown codec → ValueError before anything is written
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
