@@ -10,7 +10,6 @@ except ImportError:  # pragma: no cover - the CLI still works for ingest/search 
     pass
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -79,10 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         logging.getLogger().setLevel(settings.log_level)
     from bot import commands as handlers
+    from bot.shutdown import run_until_signalled
 
     handler = getattr(handlers, f"cmd_{args.command}")
     try:
-        return asyncio.run(handler(args, settings))
+        return run_until_signalled(handler(args, settings))
     except USER_FACING as error:
         print(f"paperbot: {error}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, IndexNotFound) else EXIT_FAILED

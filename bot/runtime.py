@@ -26,7 +26,11 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
     """
     async with Engine.open(settings) as engine, Answerer.open(engine, settings) as answerer:
         await engine.encoders.get()  # a missing model is reported at start, not at the first upload
-        downloader = Downloader(settings.download_hosts, max_bytes=int(settings.max_file_mb * 1024 * 1024))
+        downloader = Downloader(
+            settings.download_hosts,
+            max_bytes=int(settings.max_file_mb * 1024 * 1024),
+            deadline_s=settings.download_deadline_s,
+        )
         core = Core(engine, answerer, settings, downloader)
         tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
         if heartbeat:
@@ -37,6 +41,7 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.ingestor.stop()  # before the database closes: their jobs go back to pending
             await downloader.close()
 
 

@@ -20,6 +20,7 @@ from rag_engine.types import Answer, IngestReport, Turn
 from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import IndexNotFound
+from storage.files import private_dir
 from storage.records import DocumentRecord, Heartbeat, IndexRecord
 from storage.repository import check_encoder
 
@@ -50,7 +51,8 @@ class Engine:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (settings.data_dir, settings.uploads_dir, settings.models_dir):
+            private_dir(folder)
         db = await Database.open(settings.database_path)
         try:
             yield cls(db, settings)
@@ -100,10 +102,16 @@ class Engine:
         return await self.db.get_document((await self.index(index)).id, doc_id)
 
     async def remove(self, index: str, doc_id: int) -> DocumentRecord:
-        return await self.db.remove_document((await self.index(index)).id, doc_id)
+        doc = await self.db.remove_document((await self.index(index)).id, doc_id)
+        await self.ingestor.release_uploads([doc.sha256])
+        return doc
 
     async def clear(self, index: str) -> int:
-        return await self.db.clear_index((await self.index(index)).id)
+        record = await self.index(index)
+        shas = await self.db.document_shas(record.id)
+        removed = await self.db.clear_index(record.id)
+        await self.ingestor.release_uploads(shas)
+        return removed
 
     async def resolve_paper(self, index: str, spec: str) -> int:
         """A paper id from an id or a piece of its title; InvalidQuestion when none or several match."""

@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
 from rag_engine.chunking import chunk_pages
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import UnsupportedFile
+from rag_engine.owner import new_owner, owner_is_gone
 from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
 from rag_engine.settings import Settings
 from rag_engine.types import IngestProgress, IngestReport
 from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import DuplicateDocument
+from storage.files import private_dir
 from storage.records import JobRecord, NewChunk
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ class Ingestor:
         self._encoders = encoders
         self._settings = settings
         self._uploads = settings.uploads_dir
+        self._running: set[asyncio.Task[IngestReport]] = set()
+        self._owner = new_owner()  # holds the jobs this process works on
+        self._uploads_lock = asyncio.Lock()
 
     async def ingest(
         self,
@@ -65,8 +72,11 @@ class Ingestor:
                 chunks=existing.chunk_count,
                 message=f"*{existing.title}* is {state} here.",
             )
-        path = await asyncio.to_thread(self._store_upload, sha256, data)
-        job = await self._db.create_job(index.id, str(path), filename, sha256, uploader)
+        async with self._uploads_lock:  # a removal in this process cannot delete the file before the job holds it
+            path = await asyncio.to_thread(self._store_upload, sha256, data)
+            job = await self._db.create_job(
+                index.id, str(path), filename, sha256, uploader, owner=self._owner, lease_s=self._settings.job_lease_s
+            )
         report = await self._run(job, data, progress)
         return _with_time(report, time.perf_counter() - started)
 
@@ -74,6 +84,11 @@ class Ingestor:
         """Finish (or give up on, with a reason) the jobs a previous process left behind."""
         reports = []
         for job in await self._db.unfinished_jobs():
+            # A holder on this host that no longer runs (killed, crashed) gives its job up at once; else its lease decides.
+            gone = job.owner if owner_is_gone(job.owner) else None
+            if not await self._db.claim_job(job.id, self._owner, self._settings.job_lease_s, gone_owner=gone):
+                log.info("job %d (%s) is being worked on by %s; leaving it alone", job.id, job.filename, job.owner)
+                continue
             if job.document_id is not None:
                 if await self._db.document_status(job.document_id) == "ready":  # crashed after the commit
                     await self._db.finish_job(job.id, job.document_id)
@@ -95,6 +110,39 @@ class Ingestor:
 
     async def _run(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         await self._db.start_job(job.id)
+        self._running.add(asyncio.current_task())  # type: ignore[arg-type]
+        lease = asyncio.create_task(self._keep_lease(job), name=f"lease-job-{job.id}")
+        try:
+            return await self._attempt(job, data, progress)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped from outside (Ctrl-C, SIGTERM, shutdown), not by the file: keep the upload, resume next start.
+            await asyncio.shield(self._db.suspend_job(job.id))
+            log.info("ingestion of %s stopped; it resumes at the next start", job.filename)
+            raise
+        finally:
+            lease.cancel()
+            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _keep_lease(self, job: JobRecord) -> None:
+        """Renew this process's lease on `job` while it works on it, so other processes leave it alone."""
+        lease_s = self._settings.job_lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                if not await self._db.renew_lease(job.id, self._owner, lease_s):
+                    log.warning("lost the lease on job %d (%s)", job.id, job.filename)
+                    return
+            except Exception:  # a busy database: try again at the next beat, well inside the lease
+                log.warning("renewing the lease on job %d failed", job.id, exc_info=True)
+
+    async def stop(self) -> None:
+        """Stop the ingestions running in this process, leaving their jobs to resume at the next start."""
+        running = [task for task in self._running if task is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _attempt(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         s = self._settings
         try:
             await progress(IngestProgress(f"Reading {job.filename}…"))
@@ -104,7 +152,7 @@ class Ingestor:
             )
         except UnsupportedFile as error:
             await self._db.fail_job(job.id, str(error))
-            await asyncio.to_thread(Path(job.path).unlink, missing_ok=True)
+            await self.release_uploads([job.sha256])
             log.info("refused %s: %s", job.filename, error.reason)
             return _failed(error.reason, str(error))
 
@@ -135,8 +183,8 @@ class Ingestor:
             ]
             doc = await self._db.complete_document(doc.id, rows)
             await self._db.finish_job(job.id, doc.id)
-        except BaseException as error:
-            # Cancelled or broken mid-way: the document never became visible; record why and re-raise.
+        except Exception as error:
+            # Broken mid-way: the document never became visible; record why and re-raise.
             await asyncio.shield(self._abandon(job, doc.id, repr(error)))
             raise
         log.info("indexed %s: %d pages, %d chunks", job.filename, pdf.page_count, len(rows))
@@ -145,16 +193,48 @@ class Ingestor:
     async def _abandon(self, job: JobRecord, doc_id: int, why: str) -> None:
         await self._db.delete_document(doc_id)
         await self._db.fail_job(job.id, why)
+        await self.release_uploads([job.sha256])
+
+    async def release_uploads(self, shas: Collection[str]) -> int:
+        """Delete the stored uploads of `shas` that nothing needs any more (no live document in any index, no
+        unfinished job): call after removing papers. Returns how many files went."""
+        if not shas:
+            return 0
+        async with self._uploads_lock:
+            unused = set(shas) - await self._db.uploads_in_use(set(shas))
+            paths = [self._uploads / f"{sha}.pdf" for sha in sorted(unused)]
+            gone = await asyncio.to_thread(_unlink_all, paths)
+        if gone:
+            log.info("deleted %d stored upload(s) no paper uses any more", gone)
+        return gone
 
     def _store_upload(self, sha256: str, data: bytes) -> Path:
         """Keep the original bytes: a restarted job reads them again, and a changed encoder can re-encode."""
-        self._uploads.mkdir(parents=True, exist_ok=True)
+        private_dir(self._uploads)
         path = self._uploads / f"{sha256}.pdf"
         if not path.exists():
-            partial = path.with_suffix(".part")
-            partial.write_bytes(data)
-            partial.replace(path)
+            # The same file may arrive in two channels at once: each write gets its own temporary file, and the
+            # atomic rename makes whichever finishes last win with identical bytes.
+            fd, partial = tempfile.mkstemp(dir=self._uploads, prefix=f".{sha256}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(partial, path)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         return path
+
+
+def _unlink_all(paths: list[Path]) -> int:
+    gone = 0
+    for path in paths:
+        try:
+            path.unlink()
+            gone += 1
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def _failed(reason: str, message: str) -> IngestReport:

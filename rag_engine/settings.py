@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     )
     pdf_memory_mb: int = Field(2048, ge=256, description="Address space reading one PDF may use, in MiB.")
     max_question_chars: int = Field(2000, ge=10)
+    job_lease_s: float = Field(
+        60.0, gt=0, description="An ingestion job not renewed for this long is presumed dead and resumed by another process."
+    )
 
     # --- generation --------------------------------------------------------------------------------------------------
     llm_model: str = Field(DEFAULT_LLM_MODEL, description="A local .gguf path, or `owner/repo:file.gguf`.")
@@ -87,6 +90,7 @@ class Settings(BaseSettings):
         description="Hosts the bot may download PDFs from.",
     )
     arxiv_base_url: str = Field("https://arxiv.org", description="Where arXiv links are fetched from.")
+    download_deadline_s: float = Field(120.0, gt=0, description="Longest a whole download may take, in seconds.")
     bot_name: str = "paperbot"
     user_rate_per_minute: int = Field(6, ge=1, description="Questions one user may ask per minute.")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.files import private_dir, private_file, tighten
 from storage.migrations import MIGRATIONS, Migration, apply_migrations, schema_version
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,10 @@ class Connection:
     ) -> Connection:
         """Open (creating folders and file as needed), set pragmas, and apply pending migrations."""
         location = str(path)
-        if location != ":memory:":
-            Path(location).parent.mkdir(parents=True, exist_ok=True)
+        on_disk = location != ":memory:" and not location.startswith("file:")
+        if on_disk:
+            private_dir(Path(location).parent)
+            private_file(location)  # SQLite gives the -wal and -shm files the database's mode
         # isolation_level=None: the sqlite3 module opens no implicit transactions; we issue BEGIN ourselves.
         conn = await aiosqlite.connect(location, isolation_level=None)
         try:
@@ -87,6 +90,9 @@ class Connection:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             version = await apply_migrations(conn, location, migrations)
+            if on_disk:  # files made by a version that did not set modes
+                for suffix in ("-wal", "-shm"):
+                    tighten(location + suffix)
         except BaseException:
             await conn.close()
             raise

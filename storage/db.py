@@ -15,11 +15,12 @@ from pathlib import Path
 
 from storage.activity import ActivityRepository
 from storage.connection import Connection
+from storage.jobs import JobRepository
 from storage.migrations import MIGRATIONS, Migration
 from storage.repository import Repository
 
 
-class Database(Repository, ActivityRepository):
+class Database(Repository, JobRepository, ActivityRepository):
     """An open paperbot database: one connection, WAL, foreign keys on, migrations applied at open."""
 
     @classmethod

@@ -15,6 +15,12 @@ class IndexNotFound(StorageError):
         self.name = name
 
 
+class InvalidIndexName(StorageError, ValueError):
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name!r} cannot name an index: {why}. Use letters, digits and punctuation, e.g. 'ml-papers'.")
+        self.name = name
+
+
 class EncoderMismatch(StorageError):
     """The index was built with another encoder or embedding codec; vectors from two models never mix."""
 

@@ -148,7 +148,15 @@ V2_FEEDBACK_HEARTBEAT: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1_INITIAL, V2_FEEDBACK_HEARTBEAT)
+# --- 3: who works on a job, and until when (a second process must not take over a live job) ------------------------
+V3_JOB_LEASE: tuple[str, ...] = (
+    # owner: pid@host/token of the process working on it (NULL: nobody); lease_until: renewed by the owner while it
+    # works, past it the job is stale and another process may resume it.
+    "ALTER TABLE jobs ADD COLUMN owner TEXT",
+    "ALTER TABLE jobs ADD COLUMN lease_until TEXT",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1_INITIAL, V2_FEEDBACK_HEARTBEAT, V3_JOB_LEASE)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

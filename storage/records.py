@@ -99,6 +99,8 @@ class JobRecord:
     attempts: int
     created_at: str
     updated_at: str
+    owner: str | None = None  # pid@host/token of the process working on it
+    lease_until: str | None = None  # past this, the owner is presumed gone and the job may be resumed
 
 
 @dataclass(frozen=True, slots=True)

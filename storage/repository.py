@@ -7,8 +7,10 @@ documents, chunks, text search and embeddings below filters on `documents.status
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -22,7 +24,7 @@ from storage.errors import (
     DuplicateDocument,
     EncoderMismatch,
     IndexNotFound,
-    JobNotFound,
+    InvalidIndexName,
 )
 from storage.fts import match_expression
 from storage.records import (
@@ -31,7 +33,6 @@ from storage.records import (
     EmbeddingMatrix,
     IndexRecord,
     IndexStats,
-    JobRecord,
     NewChunk,
 )
 
@@ -41,11 +42,6 @@ _INDEX_COLUMNS = "id, name, encoder_id, codec, dim, created_at, version"
 _DOC_COLUMNS = (
     "id, index_id, sha256, title, filename, page_count, uploader, status, error, chunk_count, created_at, updated_at"
 )
-_JOB_SELECT = """
-    SELECT j.id, j.index_id, i.name AS index_name, j.path, j.filename, j.sha256, j.uploader, j.status, j.error,
-           j.document_id, j.attempts, j.created_at, j.updated_at
-    FROM jobs j JOIN indexes i ON i.id = j.index_id
-"""
 MAX_SEARCH_LIMIT = 1000
 
 
@@ -62,9 +58,6 @@ def _document(row: sqlite3.Row) -> DocumentRecord:
     return DocumentRecord(**dict(row))
 
 
-def _job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(**dict(row))
-
 
 def _describe(encoder_id: str, codec: str, dim: int) -> str:
     return f"{encoder_id} ({codec}, dim {dim})"
@@ -78,8 +71,23 @@ def check_encoder(index: IndexRecord, encoder_id: str, codec: str, dim: int) -> 
         )
 
 
+MAX_INDEX_NAME = 200
+
+
+def check_index_name(name: str) -> None:
+    """Raise InvalidIndexName (a sentence for the user) unless `name` can name an index."""
+    if not name.strip():
+        raise InvalidIndexName(name, "it is empty")
+    if name != name.strip():
+        raise InvalidIndexName(name, "it starts or ends with a space")
+    if len(name) > MAX_INDEX_NAME:
+        raise InvalidIndexName(name[:40] + "…", f"it is longer than {MAX_INDEX_NAME} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
+        raise InvalidIndexName(name, "it contains control or invisible characters")
+
+
 class Repository:
-    """Indexes, documents, chunks, embeddings and ingestion jobs over one open `Connection`.
+    """Indexes, documents, chunks and embeddings over one open `Connection` (jobs: storage/jobs.py).
 
     `storage.db.Database` is this class plus opening and closing; the rest of paperbot uses that.
     """
@@ -91,8 +99,7 @@ class Repository:
     async def get_or_create_index(self, name: str, encoder_id: str, codec: str, dim: int) -> IndexRecord:
         """The index called `name`, created on first use. Raises EncoderMismatch if it was built with another
         encoder, codec or dimension: vectors from two models must never mix."""
-        if not name or not name.strip():
-            raise ValueError("an index needs a name")
+        check_index_name(name)
         codecs.get_codec(codec)  # unknown codec → ValueError before anything is written
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -297,6 +304,26 @@ class Repository:
             raise DocumentNotFound(doc_id, await self._index_name(index_id))
         return _document(row)
 
+    async def document_shas(self, index_id: int) -> set[str]:
+        """The SHA-256 of every document of the index, in any status (whose stored uploads a clear may free)."""
+        rows = await self._db.fetchall("SELECT DISTINCT sha256 FROM documents WHERE index_id = ?", (index_id,))
+        return {str(row[0]) for row in rows}
+
+    async def uploads_in_use(self, shas: Sequence[str] | set[str]) -> set[str]:
+        """Those of `shas` whose stored upload is still needed: by a ready or processing document in any index, or
+        by an unfinished job."""
+        rows = await self._db.fetchall(
+            """
+            SELECT sha256 FROM documents
+            WHERE sha256 IN (SELECT value FROM json_each(:shas)) AND status IN ('ready', 'processing')
+            UNION
+            SELECT sha256 FROM jobs
+            WHERE sha256 IN (SELECT value FROM json_each(:shas)) AND status IN ('pending', 'running')
+            """,
+            {"shas": json.dumps(sorted(shas))},
+        )
+        return {str(row[0]) for row in rows}
+
     async def clear_index(self, index_id: int) -> int:
         """Delete every ready and failed document of the index; returns how many ready papers went. Documents still
         being indexed are left to their job (they appear when it completes)."""
@@ -376,67 +403,6 @@ class Repository:
         codec = codecs.get_codec(index.codec)
         return await asyncio.to_thread(_assemble, rows, codec, index.dim, index.version)
 
-    # === jobs =========================================================================================================
-    async def create_job(self, index_id: int, path: str, filename: str, sha256: str, uploader: str | None) -> JobRecord:
-        """A pending ingestion job for an upload stored at `path`."""
-        now = utc_now()
-        async with self._db.transaction() as tx:
-            job_id = await tx.insert(
-                "INSERT INTO jobs (index_id, path, filename, sha256, uploader, status, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (index_id, str(path), filename, sha256, uploader, now, now),
-            )
-        return await self.get_job(job_id)
-
-    async def start_job(self, job_id: int) -> JobRecord:
-        """Mark a job running and count the attempt (a job found 'running' at restart was interrupted)."""
-        await self._update_job(
-            job_id,
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, error = NULL, updated_at = ? WHERE id = ?",
-        )
-        return await self.get_job(job_id)
-
-    async def attach_job_document(self, job_id: int, document_id: int) -> JobRecord:
-        """Record the 'processing' document a job is writing, so a restart can find and drop it."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET document_id = ?, updated_at = ? WHERE id = ?", (document_id, utc_now(), job_id)
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def finish_job(self, job_id: int, document_id: int | None) -> JobRecord:
-        """Mark a job done; `document_id` is the paper it produced (or the existing one it duplicated)."""
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?",
-                (document_id, utc_now(), job_id),
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def fail_job(self, job_id: int, error: str) -> JobRecord:
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, updated_at = ? WHERE id = ?", (error, utc_now(), job_id)
-            )
-        if not changed:
-            raise JobNotFound(job_id)
-        return await self.get_job(job_id)
-
-    async def get_job(self, job_id: int) -> JobRecord:
-        row = await self._db.fetchone(f"{_JOB_SELECT} WHERE j.id = ?", (job_id,))
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job(row)
-
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        """Pending and running jobs of every index, oldest first: what to resume after a restart."""
-        rows = await self._db.fetchall(f"{_JOB_SELECT} WHERE j.status IN ('pending', 'running') ORDER BY j.id")
-        return [_job(row) for row in rows]
-
     # === helpers ======================================================================================================
     async def _index_name(self, index_id: int) -> str:
         row = await self._db.fetchone("SELECT name FROM indexes WHERE id = ?", (index_id,))
@@ -449,11 +415,8 @@ class Repository:
         if status != "processing":
             raise DocumentNotProcessing(doc_id, status)
 
-    async def _update_job(self, job_id: int, sql: str) -> None:
-        async with self._db.transaction() as tx:
-            changed = await tx.execute(sql, (utc_now(), job_id))
-        if not changed:
-            raise JobNotFound(job_id)
+
+
 
 
 def _encode_chunks(chunks: Sequence[NewChunk], codec: codecs.Codec, dim: int) -> list[tuple[int, bytes]]:

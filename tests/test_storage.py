@@ -110,7 +110,7 @@ async def test_migrations_run_in_order_exactly_once(db_path: Path) -> None:
 
     # An older paperbot must not write into a file a newer one has migrated.
     with pytest.raises(SchemaTooNew, match="schema version 3"):
-        await Database.open(db_path, migrations=MIGRATIONS)
+        await Database.open(db_path, migrations=MIGRATIONS[:2])
 
 
 async def test_a_failing_migration_is_rolled_back_whole(db_path: Path) -> None:

@@ -9,6 +9,7 @@ Every request path is recorded in `requests`, so a test can assert that a downlo
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from pathlib import Path
@@ -22,10 +23,14 @@ _VERSION = re.compile(r"v\d+$")
 
 
 class ArxivStandIn:
-    def __init__(self, pdfs: dict[str, Path], titles: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, pdfs: dict[str, Path], titles: dict[str, str] | None = None, *, drip_s: float | None = None
+    ) -> None:
         self._pdfs = dict(pdfs)
         self._titles = dict(titles or {})
+        self._drip_s = drip_s  # send PDFs 16 bytes at a time, this far apart (a slow host)
         self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []  # the headers of each request, in order
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -76,8 +81,18 @@ class ArxivStandIn:
 
     async def _pdf(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path)
+        self.headers.append(dict(request.headers))
         found = self._lookup(request.match_info["id"])
         if found is None:
             return web.Response(status=404, text="not found", content_type="text/plain")
         _, path = found
-        return web.Response(body=path.read_bytes(), content_type="application/pdf")
+        if self._drip_s is None:
+            return web.Response(body=path.read_bytes(), content_type="application/pdf")
+        response = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+        await response.prepare(request)
+        body = path.read_bytes()
+        for start in range(0, len(body), 16):
+            await response.write(body[start : start + 16])
+            await asyncio.sleep(self._drip_s)
+        await response.write_eof()
+        return response
