@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from rag_engine.types import Answer, Source
 
@@ -18,12 +19,13 @@ def pages_label(source: Source) -> str:
     return f"pp. {source.page_start}–{source.page_end}"
 
 
-def source_lines(answer: Answer) -> list[str]:
-    """One line per source, `[n] Title, pp. 3–4`, in citation order."""
+def source_lines(answer: Answer, *, title: Callable[[str], str] = str) -> list[str]:
+    """One line per source, `[n] Title, pp. 3–4`, in citation order. `title` escapes each title for the platform
+    on its own (escaping the composed line can leave markup in a title live)."""
     lines = []
     for source in answer.sources:
         label = pages_label(source)
-        lines.append(f"[{source.n}] {source.title}" + (f", {label}" if label else ""))
+        lines.append(f"[{source.n}] {title(source.title)}" + (f", {label}" if label else ""))
     return lines
 
 

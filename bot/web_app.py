@@ -100,6 +100,20 @@ async def _with_progress(
         task.cancel()
 
 
+def chat_box(value: list[dict] | None = None) -> gr.Chatbot:
+    """The chat as the page shows it (`bot.web_render` makes what goes in it)."""
+    return gr.Chatbot(
+        value=value,
+        label="Chat",
+        height="max(420px, calc(100vh - 300px))",  # the chat takes what the window has left
+        elem_id="chat",
+        buttons=["copy"],
+        allow_tags=False,
+        sanitize_html=True,
+        placeholder="Upload a PDF, then ask a question about it.",
+    )
+
+
 def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> gr.Blocks:
     """The page. `notice` is an extra line under the status (e.g. which test model a screenshot shows)."""
 
@@ -110,18 +124,18 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
         if info is not None:
             status_text = render.status_line(info)
         else:
-            status_text = "**Status unavailable:** " + render.escape(status_error or APOLOGY)
+            status_text = "**Status unavailable:** " + render.plain(status_error or APOLOGY)
         if error:
-            status_text += "  \n**Papers unavailable:** " + render.escape(error)
+            status_text += "  \n**Papers unavailable:** " + render.plain(error)
         return papers or [], status_text
 
     def _remover(doc_id: int) -> Callable[[str], Awaitable[tuple[str, list[PaperInfo], str]]]:
         async def on_remove(index_name: str) -> tuple[str, list[PaperInfo], str]:
             removed, error = await _guarded(core.remove_paper(channel_for(index_name), LOCAL_USER, doc_id))
             if removed is not None:
-                line = f"**Removed** {render.escape(removed.title)}."
+                line = f"**Removed** {render.plain(removed.title)}."
             else:
-                line = "**Not removed:** " + render.escape(error or APOLOGY)
+                line = "**Not removed:** " + render.plain(error or APOLOGY)
             current, status_text = await load_index(index_name)
             return line, current, status_text
 
@@ -134,12 +148,12 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
         papers = gr.State([])  # list[PaperInfo] of the current index
 
         gr.Markdown(
-            f"# {render.escape(settings.bot_name)}\n"
+            f"# {render.plain(settings.bot_name)}\n"
             "Ask questions about your research papers. Answers come from local models and cite the pages they used."
         )
         status = gr.Markdown("Loading…", elem_id="status")
         if notice:
-            gr.Markdown(render.escape(notice), elem_id="notice")
+            gr.Markdown(render.plain(notice), elem_id="notice")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
@@ -171,14 +185,7 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
                 confirmed = gr.Checkbox(value=False, visible=False)
 
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(
-                    label="Chat",
-                    height="max(420px, calc(100vh - 300px))",  # the chat takes what the window has left
-                    elem_id="chat",
-                    buttons=["copy"],
-                    allow_tags=False,
-                    placeholder="Upload a PDF, then ask a question about it.",
-                )
+                chatbot = chat_box()
                 with gr.Row():
                     question = gr.Textbox(
                         placeholder="Ask about the papers in this index…",
@@ -234,7 +241,7 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
                 if report is not None:
                     done_lines.append(render.report_line(filename, report))
                 else:
-                    done_lines.append(f"**Not indexed** {render.escape(filename)}: {render.escape(error or APOLOGY)}")
+                    done_lines.append(f"**Not indexed** {render.plain(filename)}: {render.plain(error or APOLOGY)}")
                 current, status_text = await load_index(index_name)
                 yield {activity: "\n\n".join(done_lines), papers: current, status: status_text}
             yield {upload: None}
@@ -246,7 +253,7 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
                 if error is None:
                     line = f"**Cleared** {count} paper{'' if count == 1 else 's'} from this index."
                 else:
-                    line = "**Not cleared:** " + render.escape(error)
+                    line = "**Not cleared:** " + render.plain(error)
             current, status_text = await load_index(index_name)
             return line, current, status_text
 
@@ -396,11 +403,24 @@ async def serve(
 ) -> None:
     """Serve the web chat on settings.web_host:web_port until cancelled. `on_ready` gets the URL once it listens
     (web_port 0 picks a free port); `notice` is passed to `build_app`."""
-    sock = _listen(settings.web_host, settings.web_port)
+    sock = _listen(settings.web_host, settings.web_port)  # first: a taken port is reported before anything is built
+    await serve_page(lambda: build_app(core, settings, notice=notice), settings, sock, on_ready=on_ready)
+
+
+async def serve_page(
+    page: Callable[[], gr.Blocks],
+    settings: Settings,
+    sock: socket.socket | None = None,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the Blocks that `page()` builds, mounted as `mount` does, on `sock` (else a new one on
+    settings.web_host:web_port) until cancelled."""
+    sock = sock or _listen(settings.web_host, settings.web_port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
     config = uvicorn.Config(
-        mount(build_app(core, settings, notice=notice), settings.model_copy(update={"web_port": port})),
+        mount(page(), settings.model_copy(update={"web_port": port})),
         log_config=None,  # the entry point configures logging
         access_log=False,
         lifespan="on",

@@ -1,14 +1,27 @@
-"""How the web chat shows Core's results: chat messages, report lines and the status line, as escaped Markdown.
+"""How the web chat shows Core's results: chat messages, report lines and the status line.
 
-Every piece of paper text or model output passes through `escape` before it reaches the page, so a title or an
-answer that contains HTML is shown as text, never run. The Chatbot's own HTML sanitiser stays on as a second guard.
+The page renders Markdown (with HTML), so what a paper, a user or the model wrote could load things or link out: a
+title `![x](https://host/x.png)` made the browser fetch that URL. Two ways in, and nothing else reaches the page:
+
+- `plain`: titles, file names, passages, user text and Core's sentences are shown exactly as written. Every ASCII
+  punctuation character becomes a numeric character reference, which Markdown shows as that character and never
+  reads as markup, so no link, image, emphasis, HTML tag or autolink can form.
+- `answer_html`: the model's Markdown (answer and reasoning) is rendered here, by markdown-it with raw HTML off,
+  into one HTML block that the page passes through untouched: images become their alt text, links their text
+  and address as text, so the answer can format but never load or link to anything.
+
+The Chatbot's own HTML sanitiser stays on as a second guard.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
+
+from markdown_it import MarkdownIt
 
 from bot.formatting import source_lines
 from bot.messages import PaperInfo, StatusInfo
@@ -20,17 +33,63 @@ ChatMessage = dict
 REASONING_TITLE = "Reasoning"
 
 
-def escape(text: str) -> str:
-    """Text from a paper, a user or the model, made inert for Markdown that allows HTML.
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
-    >>> escape('<img src=x onerror="alert(1)">')
-    '&lt;img src=x onerror=&quot;alert(1)&quot;&gt;'
+
+def plain(text: str) -> str:
+    """`text` as Markdown that shows exactly these characters: no markup, HTML, link or image can form in it.
+
+    >>> plain("![x](https://example.com/x.png) <b>*hi*</b> www.example.com")
+    '&#33;&#91;x&#93;&#40;https&#58;&#47;&#47;example&#46;com&#47;x&#46;png&#41; &#60;b&#62;&#42;hi&#42;&#60;&#47;b&#62; www&#46;example&#46;com'
     """
-    return html.escape(text, quote=True)
+    # Leading blanks would make an indented code block, where character references are shown undecoded.
+    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", _INDENT.sub("", text))
+
+
+def _image_as_text(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    alt = self.renderInlineAsText(tokens[idx].children or [], options, env)
+    return html.escape(f"[image: {alt}]" if alt else "[image]")
+
+
+# A link's text stays and its address follows as text (an autolink's text is its address: shown once).
+def _link_open_as_text(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    token = tokens[idx]
+    env.setdefault("links", []).append("" if token.markup == "autolink" else str(token.attrs.get("href", "")))
+    return ""
+
+
+def _link_close_as_text(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    href = env["links"].pop()
+    return html.escape(f" ({href})") if href else ""
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    md.add_render_rule("image", _image_as_text)
+    md.add_render_rule("link_open", _link_open_as_text)
+    md.add_render_rule("link_close", _link_close_as_text)
+    return md
+
+
+_MARKDOWN = _markdown()
+
+
+def answer_html(markdown: str, suffix: str = "") -> str:
+    """The model's Markdown as one inert HTML block: formatting kept, images as their alt text, links as text.
+
+    >>> answer_html("**Yes** [1], see ![chart](https://example.com/c.png) and [here](https://example.com)")
+    '<div class="answer"><p><strong>Yes</strong> [1], see [image: chart] and here (https://example.com)</p>&#10;</div>'
+    """
+    rendered = _MARKDOWN.render(markdown) + html.escape(suffix)
+    # One line: the page's Markdown renderer passes an HTML block through as it is up to the first blank line, so
+    # with no line break at all nothing in it is read as Markdown again (newlines inside <pre> survive as &#10;).
+    return '<div class="answer">' + rendered.replace("\n", "&#10;") + "</div>"
 
 
 def user_message(question: str) -> ChatMessage:
-    return {"role": "user", "content": escape(question)}
+    return {"role": "user", "content": plain(question)}
 
 
 def reasoning_message(reasoning: str, *, done: bool, seconds: float | None = None) -> ChatMessage:
@@ -38,7 +97,8 @@ def reasoning_message(reasoning: str, *, done: bool, seconds: float | None = Non
     metadata: dict = {"title": REASONING_TITLE, "status": "done" if done else "pending"}
     if seconds is not None:
         metadata["duration"] = round(seconds, 1)
-    return {"role": "assistant", "content": escape(reasoning) or "…", "metadata": metadata}
+    content = answer_html(reasoning) if reasoning.strip() else "…"
+    return {"role": "assistant", "content": content, "metadata": metadata}
 
 
 def looking_message() -> ChatMessage:
@@ -52,7 +112,7 @@ def waiting_message(position: int) -> ChatMessage:
 
 
 def partial_message(answer: str) -> ChatMessage:
-    return {"role": "assistant", "content": escape(answer) + " …" if answer else "_Writing…_"}
+    return {"role": "assistant", "content": answer_html(answer, suffix=" …") if answer else "_Writing…_"}
 
 
 def sources_markdown(answer: Answer) -> str:
@@ -60,18 +120,18 @@ def sources_markdown(answer: Answer) -> str:
     lines = source_lines(answer)
     if not lines:
         return ""
-    return "**Sources**\n" + "\n".join(f"- {escape(line)}" for line in lines)
+    return "**Sources**\n" + "\n".join(f"- {plain(line)}" for line in lines)
 
 
 def final_message(answer: Answer) -> ChatMessage:
-    text = escape(answer.answer.strip()) or "_(no answer)_"
+    text = answer_html(answer.answer.strip()) if answer.answer.strip() else "_(no answer)_"
     sources = sources_markdown(answer)
     return {"role": "assistant", "content": text + ("\n\n" + sources if sources else "")}
 
 
 def failed_message(message: str) -> ChatMessage:
     """Core's own sentence for a failure, as it is."""
-    return {"role": "assistant", "content": "**Sorry:** " + escape(message)}
+    return {"role": "assistant", "content": "**Sorry:** " + plain(message)}
 
 
 def answer_messages(
@@ -84,30 +144,30 @@ def answer_messages(
 
 def report_line(filename: str, report: IngestReport) -> str:
     """One Markdown line per uploaded file: what was indexed, or Core's reason for refusing it."""
-    name = escape(report.title or filename)
+    name = plain(report.title or filename)
     if report.status == "indexed":
         size = f"{_count(report.pages, 'page')}, {_count(report.chunks, 'passage')}"
         line = f"**Indexed** {name}: {size} ({report.seconds:.1f} s)"
     elif report.status == "duplicate":
         line = f"**Already here** {name}: this paper is in the index already."
     else:
-        line = f"**Not indexed** {escape(filename)}: {escape(report.message or 'it could not be read.')}"
+        line = f"**Not indexed** {plain(filename)}: {plain(report.message or 'it could not be read.')}"
     for warning in report.warnings:
-        line += f"\n  - {escape(warning)}"
+        line += f"\n  - {plain(warning)}"
     return line
 
 
 def progress_line(filename: str, step: str) -> str:
-    return f"**Reading** {escape(filename)}: {escape(step)}"
+    return f"**Reading** {plain(filename)}: {plain(step)}"
 
 
 def paper_label(paper: PaperInfo, me: str | None = None) -> str:
     """The paper list's entry for one paper; `me` is the viewer's user id (their uploads say "by you")."""
     by = ""
     if paper.uploader:
-        by = " · by you" if paper.uploader == me else f" · by {escape(paper.uploader)}"
-    added = escape(_when(paper.added))
-    return f"**{escape(paper.title)}**  \n<small>{_count(paper.pages, 'page')} · added {added}{by}</small>"
+        by = " · by you" if paper.uploader == me else f" · by {plain(paper.uploader)}"
+    added = plain(_when(paper.added))
+    return f"**{plain(paper.title)}**  \n<small>{_count(paper.pages, 'page')} · added {added}{by}</small>"
 
 
 def _when(timestamp: str) -> str:
@@ -135,11 +195,11 @@ def _count(n: int, noun: str) -> str:
 def status_line(info: StatusInfo) -> str:
     """One line: the index, its size, the model (and where it runs), the encoder and the queue."""
     parts = [
-        f"index **{escape(info.index_name)}**",
+        f"index **{plain(info.index_name)}**",
         f"{_count(info.papers, 'paper')}, {_count(info.chunks, 'passage')}",
-        f"model: {escape(info.model)} on {escape(info.runs_on)}",
-        f"encoder: {escape(info.encoder)}",
+        f"model: {plain(info.model)} on {plain(info.runs_on)}",
+        f"encoder: {plain(info.encoder)}",
         f"queue: {info.queue_depth}",
     ]
-    parts += [f"{escape(key)}: {escape(value)}" for key, value in info.extra.items()]
+    parts += [f"{plain(key)}: {plain(value)}" for key, value in info.extra.items()]
     return " · ".join(parts)

@@ -21,7 +21,6 @@ import pymupdf
 import pytest
 import pytest_asyncio
 import yarl
-from discord.utils import escape_markdown
 from pydantic import SecretStr
 
 from bot.core import Core
@@ -239,7 +238,7 @@ async def test_pdf_upload_is_indexed_with_progress(world: World) -> None:
     assert status.contents[0] == render.ingest_started(REPTILE.name)
     (paper,) = [p for p in await world.core.list_papers(world.channel(world.uploads)) if p.filename == REPTILE.name]
     assert paper.uploader == str(world.alice.id)
-    assert status.content == f"✅ indexed *{escape_markdown(paper.title)}* ({_pages(REPTILE)} pages)"
+    assert status.content == f"✅ indexed *{render.plain(paper.title)}* ({_pages(REPTILE)} pages)"
     assert "Meta-Learning" in paper.title
 
 

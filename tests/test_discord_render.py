@@ -53,6 +53,26 @@ def test_short_answer_is_one_message_with_sources_and_hidden_reasoning() -> None
     assert text.index("It is 42") < text.index(render.SOURCES_HEADER) < text.index("||Section 3")
 
 
+#: A masked link that is still live: `[text](url)` with neither bracket escaped.
+_LIVE_LINK = re.compile(r"(?<!\\)\[[^\]]*(?<!\\)\]\(")
+
+
+def test_a_masked_link_in_a_title_stays_text_in_every_message_that_shows_the_title() -> None:
+    title = "Results [click](https://evil.example/a) and [here](https://evil.example/b)"
+    sources = (Source(n=1, doc_id=1, chunk_id=1, title=title, page_start=2, page_end=2),)
+    answer = Answer(reasoning="", answer="Yes [1].", abstained=False, sources=sources)
+    paper = PaperInfo(doc_id=1, title=title, pages=2, added="2026-01-01")
+    shown = [
+        *render.answer_pieces(answer),
+        *render.papers_list([paper]),
+        render.removed(paper),
+        render.ingest_report(IngestReport(status="indexed", title=title, pages=2), "a.pdf"),
+    ]
+    for text in shown:
+        assert "evil.example" in text
+        assert not _LIVE_LINK.search(text), text
+
+
 def test_long_answer_is_split_within_the_limit_without_breaking_words_spoilers_or_code() -> None:
     answer = _long_answer()
     pieces = render.answer_pieces(answer)

@@ -181,3 +181,39 @@ def test_status_and_queue_and_notices():
     assert "next in line" in sb.queued_message(1).text and "number 4" in sb.queued_message(4).text
     huge = sb.notice_message("word " * 20_000)
     _within_limits(huge)
+
+
+HOSTILE_TITLE = "<!channel> A & B <@U999> <https://evil.example|click>"
+
+
+def test_fallback_text_of_every_message_is_escaped_so_a_title_or_answer_notifies_nobody():
+    sources = (Source(1, 1, 1, HOSTILE_TITLE, 2, 2),)
+    answer = Answer(HOSTILE_TITLE, f"{HOSTILE_TITLE} [1]", False, sources)
+    paper = PaperInfo(1, HOSTILE_TITLE, 2, "2025-01-01", "U123")
+    messages = [
+        *sb.answer_messages(answer, elapsed_s=1.0),
+        sb.partial_message("", HOSTILE_TITLE),
+        sb.notice_message(HOSTILE_TITLE),
+        sb.markdown_message(HOSTILE_TITLE),
+        sb.ingest_started_message(HOSTILE_TITLE),
+        sb.ingest_progress_message(HOSTILE_TITLE, HOSTILE_TITLE),
+        sb.ingest_report_message(IngestReport(status="indexed", title=HOSTILE_TITLE, pages=2), "a.pdf"),
+        sb.papers_message([paper]),
+        sb.removed_message("U123", HOSTILE_TITLE, paper),
+        sb.cleared_message("U123", HOSTILE_TITLE, 2),
+    ]
+    for message in messages:
+        text = message.payload()["text"]
+        assert "<" not in text and ">" not in text, text  # no mention, special mention or link can form
+        assert "&lt;!channel&gt; A &amp; B" in text  # and the title reads as written
+        assert sb.plain_text(text) == text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert len(sb.SlackMessage("&" * sb.MESSAGE_CHARS).payload()["text"]) <= sb.MESSAGE_CHARS
+
+
+def test_remove_and_clear_notices_escape_the_title_once_and_mention_the_person():
+    paper = PaperInfo(7, "A & B <1>", 2, "2025-01-01", "U123")
+    removed = str(sb.removed_message("U123", "ann", paper).blocks)
+    assert "<@U123> removed *A &amp; B &lt;1&gt;* (id 7)" in removed
+    cleared = str(sb.cleared_message("U123", "ann", 2).blocks)
+    assert "<@U123> cleared this channel's papers (2 removed)" in cleared
+    assert sb.removed_message("U123", "ann", paper).payload()["text"].startswith("ann removed A &amp; B &lt;1&gt;")

@@ -315,7 +315,8 @@ async def test_thread_reply_continues_the_conversation(socket_bot: Via, slack: S
     assert fetched and fetched[-1].args["include_all_metadata"] in ("1", "true", True)
     # The history the bot built from that thread: the first question with the bot's first answer.
     history = socket_bot.bot._history(slack.replies(channel, thread), before_ts=follow_up["ts"])
-    assert [(t.question, t.answer) for t in history] == [(QUESTION, first["text"])]
+    stored = await core.answer_for(chan(channel), first["ts"])
+    assert stored is not None and [(t.question, t.answer) for t in history] == [(QUESTION, stored.answer.strip())]
 
     # A mention inside the thread (Slack sends `message` and `app_mention` again) is answered once, in the thread.
     await socket_bot.events(slack.mention(channel, OTHER, "late interaction, once more?", thread_ts=thread))
@@ -479,12 +480,14 @@ async def test_papers_commands_and_who_may_remove_or_clear(socket_bot: Via, slac
 
     removed = await papers(f"remove {paper.doc_id}", AUTHOR)
     assert removed["response_type"] == "in_channel" and paper.title in removed["text"]
+    assert f"<@{AUTHOR}> removed *" in all_text(removed)  # a mention, not `&lt;@…&gt;` (escaped once, not twice)
     assert await core.list_papers(chan(channel)) == []
 
     await add_paper(core, channel, MINIMAL, user=AUTHOR)
     await add_paper(core, channel, REAL_PDFS / "distillation.pdf", user=OTHER)
     cleared = await papers("clear", ADMIN)
     assert cleared["response_type"] == "in_channel" and "(2 removed)" in cleared["text"]
+    assert f"<@{ADMIN}> cleared" in all_text(cleared)
     assert await core.list_papers(chan(channel)) == []
     assert {c.args["user"] for c in slack.api("users.info")} >= {ADMIN, AUTHOR, OTHER}  # moderator rights asked
 

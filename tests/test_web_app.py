@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -26,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from bot import web_render as render
 from bot.messages import PaperInfo, Partial, User
 from bot.runtime import open_core
-from bot.web_app import LOCAL_USER, channel_for, serve
+from bot.web_app import LOCAL_USER, channel_for, chat_box, serve, serve_page
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestReport, Source
 from tests.browser import CHROMEDRIVER, CHROMIUM, Browser, off_host
@@ -38,6 +39,12 @@ PAPER_PDF = REAL_PDFS / "distillation.pdf"
 CORRUPT_PDF = EDGE_PDFS / "truncated_header_only.pdf"
 HOSTILE_TITLE = 'Attention <img src=x onerror="window.__xss=1"> is all you need'
 OTHER_USER = User(id="someone-else", name="someone else")
+#: TEST-NET-2 (RFC 5737): nothing answers there, and any request to it is a request that should not have been made.
+OUTSIDE = "198.51.100.7"
+MD_IMAGE = f"![logo](http://{OUTSIDE}/pixel.png)"
+MD_LINK = f"[click](http://{OUTSIDE}/go)"
+MD_TITLE = f"Attention {MD_IMAGE} {MD_LINK} is all you need"
+MD_ANSWER = f"**Yes** [1]. {MD_IMAGE} {MD_LINK} <http://{OUTSIDE}/auto> www.example.org\n\n- one\n- two"
 MODEL_LABEL = "Model in this picture: tiny random-weight Qwen2 built for the tests, so its words are noise."
 
 
@@ -56,8 +63,90 @@ def test_model_output_and_paper_text_reach_the_page_as_text_not_html() -> None:
     for text in shown:
         assert "<img" not in text and "<script" not in text
         assert "alert(1)" in html.unescape(text)  # shown, as text
-    assert "pp. 3–4" in messages[-1]["content"]
+    assert "pp. 3–4" in html.unescape(messages[-1]["content"])
     assert messages[0]["metadata"]["status"] == "done"  # the reasoning is folded once the answer is complete
+
+
+def _markdown_answer() -> Answer:
+    source = Source(n=1, doc_id=1, chunk_id=2, title=MD_TITLE, page_start=3, page_end=3)
+    return Answer(reasoning=f"I saw {MD_IMAGE}", answer=MD_ANSWER, abstained=False, sources=(source,))
+
+
+def test_titles_render_as_text_and_answers_as_markdown_that_loads_and_links_nothing() -> None:
+    paper = PaperInfo(doc_id=1, title=MD_TITLE, pages=2, added="today", uploader=MD_LINK)
+    report = IngestReport(status="indexed", title=MD_TITLE, pages=1, chunks=1)
+    shown = (render.paper_label(paper), render.report_line("a.pdf", report), render.user_message(MD_TITLE)["content"])
+    for text in shown:
+        assert "](" not in text and "http://" not in text  # no Markdown link or image can form
+        assert MD_TITLE in html.unescape(text)  # and the title is shown exactly as written
+    answer = _markdown_answer()
+    body, sources = render.final_message(answer)["content"].split("\n\n**Sources**\n")
+    assert "<strong>Yes</strong>" in body and "<li>one</li>" in body  # the answer's own formatting is kept
+    # One HTML block, on one line, so that the page's Markdown renderer leaves it as it is.
+    assert body.startswith("<div") and body.endswith("</div>") and "\n" not in body
+    assert "<img" not in body and "<a " not in body
+    assert "[image: logo]" in body and f"click (http://{OUTSIDE}/go)" in body
+    assert "](" not in sources and MD_TITLE in html.unescape(sources)  # the source's title, as written
+
+
+async def test_markdown_from_titles_and_answers_fetches_nothing_in_headless_chromium(tmp_path: Path) -> None:
+    """Defect 4: a Markdown image in a title made the browser fetch it. Nothing on the page may reach OUTSIDE."""
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get install -y chromium chromium-driver"
+    answer = _markdown_answer()
+    paper = PaperInfo(doc_id=1, title=MD_TITLE, pages=2, added="today", uploader=MD_LINK)
+    shown = [
+        render.user_message(MD_ANSWER),
+        *render.answer_messages(reasoning=answer.reasoning, body=render.final_message(answer), done=False),
+        render.failed_message(MD_ANSWER),
+    ]
+
+    def page() -> gr.Blocks:
+        with gr.Blocks() as blocks:
+            gr.Markdown(render.paper_label(paper), elem_id="papers")
+            duplicate = IngestReport(status="duplicate", title=MD_TITLE)
+            gr.Markdown(render.report_line("a.pdf", duplicate), elem_id="activity")
+            chat_box(shown)
+        return blocks
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[str] = loop.create_future()
+    settings = Settings(_env_file=None, data_dir=tmp_path, web_port=0)
+    server = asyncio.create_task(serve_page(page, settings, on_ready=ready.set_result))
+    try:
+        url = await asyncio.wait_for(ready, 60)
+        browser = await asyncio.to_thread(Browser, tmp_path / "chromium-profile")
+        try:
+            found = await asyncio.to_thread(_load_and_inspect, browser, url)
+        finally:
+            await asyncio.to_thread(browser.quit)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    assert off_host(found["requests"]) == []
+    assert found["outside"] == []  # no <img>, <a>, <source>… in the page names the outside host
+    assert MD_TITLE in found["papers"] and MD_TITLE in found["activity"]  # as text, every character
+    assert "Yes" in found["chat"] and "[image: logo]" in found["chat"]
+
+
+def _load_and_inspect(browser: Browser, url: str) -> dict[str, Any]:
+    driver, wait, text, _ = _page(browser)
+    driver.get("about:blank")
+    browser.forget()
+    driver.get(url)
+    wait.until(lambda _: "two" in text("#chat") and "need" in text("#papers") and "need" in text("#activity"))
+    outside = driver.execute_script(
+        "return [...document.querySelectorAll('[src],[href],[srcset],[poster]')]"
+        ".map(e => e.outerHTML).filter(h => h.includes(arguments[0]))",
+        OUTSIDE,
+    )
+    return {
+        "papers": text("#papers"),
+        "activity": text("#activity"),
+        "chat": text("#chat"),
+        "outside": outside,
+        "requests": browser.requests,
+    }
 
 
 def test_serve_names_the_setting_when_its_port_is_taken(tmp_path: Path) -> None:

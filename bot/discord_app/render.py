@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-from discord.utils import escape_markdown
-
 from bot.formatting import source_lines, split_message
 from bot.messages import PaperInfo, Partial, StatusInfo
 from rag_engine.types import Answer, IngestReport
@@ -25,6 +23,20 @@ _STREAM_REASONING_TAIL = 280
 
 UP_VOTES = ("👍", "⬆️")
 DOWN_VOTES = ("👎", "⬇️")
+
+
+_MARKUP = re.compile(r"([\\*_~`|\[\]<>#]|^\s*-)", re.MULTILINE)
+
+
+def plain(text: str) -> str:
+    """`text` shown as written: every character Discord reads as markup is escaped, brackets included (a masked link
+    `[text](url)` cannot form), wherever it is. discord.py's escape_markdown escapes only the first `[` of a line
+    that looks like a link, so it must never be applied to a composed line, and is not used here.
+
+    >>> print(plain("[a](https://x.example) and [b](https://y.example) *c* <@1>"))
+    \\[a\\](https://x.example) and \\[b\\](https://y.example) \\*c\\* \\<@1\\>
+    """
+    return _MARKUP.sub(lambda m: m.group()[:-1] + "\\" + m.group()[-1], text)
 
 
 # --- answers ----------------------------------------------------------------------------------------------------------
@@ -48,7 +60,7 @@ def streaming(partial: Partial, limit: int = MESSAGE_LIMIT) -> str:
         return THINKING
     if len(reasoning) > _STREAM_REASONING_TAIL:
         reasoning = "…" + reasoning[-_STREAM_REASONING_TAIL:]
-    return f"{THINKING}\n-# {REASONING_MARK}{escape_markdown(reasoning)}"
+    return f"{THINKING}\n-# {REASONING_MARK}{plain(reasoning)}"
 
 
 def answer_pieces(answer: Answer, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -56,9 +68,9 @@ def answer_pieces(answer: Answer, limit: int = MESSAGE_LIMIT) -> list[str]:
     then the reasoning hidden behind a spoiler. Blocks are split on their own, so a spoiler or a code block never
     spans two messages, then packed into as few messages as fit."""
     blocks = split_message(answer.answer.strip() or "…", limit)
-    lines = source_lines(answer)
+    lines = source_lines(answer, title=plain)  # each title escaped on its own
     if lines:
-        blocks += split_message(SOURCES_HEADER + "\n" + "\n".join(escape_markdown(line) for line in lines), limit)
+        blocks += split_message(SOURCES_HEADER + "\n" + "\n".join(lines), limit)
     reasoning = answer.reasoning.strip()
     if reasoning:
         # `|` would close the spoiler early; code fences do not render inside one.
@@ -107,7 +119,7 @@ def apology() -> str:
 
 # --- papers -----------------------------------------------------------------------------------------------------------
 def _title(title: str | None, fallback: str) -> str:
-    return f"*{escape_markdown(title or fallback)}*"
+    return f"*{plain(title or fallback)}*"
 
 
 def ingest_started(filename: str) -> str:
@@ -124,7 +136,7 @@ def ingest_report(report: IngestReport, source: str) -> str:
     if report.status == "indexed":
         text = f"✅ indexed {title} ({report.pages} page{'s' if report.pages != 1 else ''})"
         if report.warnings:
-            text += "\n" + "\n".join(f"-# ⚠️ {escape_markdown(w)}" for w in report.warnings)
+            text += "\n" + "\n".join(f"-# ⚠️ {plain(w)}" for w in report.warnings)
         return text
     if report.status == "duplicate":
         return f"ℹ️ {title} is already in this channel's papers."
@@ -148,7 +160,7 @@ def papers_list(papers: list[PaperInfo], limit: int = MESSAGE_LIMIT) -> list[str
     header = f"**{len(papers)} paper{'s' if len(papers) != 1 else ''} in this channel**"
     lines = []
     for paper in papers:
-        who = f" by {escape_markdown(paper.uploader)}" if paper.uploader else ""
+        who = f" by {plain(paper.uploader)}" if paper.uploader else ""
         added = f", added {paper.added[:10]}" if paper.added else ""
         lines.append(f"`{paper.doc_id}` {_title(paper.title, paper.filename)}: {paper.pages} pages{added}{who}")
     return split_message(header + "\n" + "\n".join(lines), limit)
@@ -157,11 +169,11 @@ def papers_list(papers: list[PaperInfo], limit: int = MESSAGE_LIMIT) -> list[str
 def status(info: StatusInfo) -> str:
     lines = [
         f"**Papers:** {info.papers} ({info.chunks} passages)",
-        f"**Model:** {escape_markdown(info.model)} on {info.runs_on}",
-        f"**Encoder:** {escape_markdown(info.encoder)}",
+        f"**Model:** {plain(info.model)} on {info.runs_on}",
+        f"**Encoder:** {plain(info.encoder)}",
         f"**Queue:** {info.queue_depth} question{'s' if info.queue_depth != 1 else ''} waiting",
     ]
-    lines += [f"**{escape_markdown(k)}:** {escape_markdown(v)}" for k, v in info.extra.items()]
+    lines += [f"**{plain(k)}:** {plain(v)}" for k, v in info.extra.items()]
     return "\n".join(lines)
 
 

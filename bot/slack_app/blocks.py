@@ -26,13 +26,27 @@ Block = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class SlackMessage:
-    """One chat.postMessage / chat.update payload: `text` is the notification and history fallback."""
+    """One chat.postMessage / chat.update payload. `text`, the notification and history fallback, is plain text as a
+    person should read it; `payload` escapes it, because Slack reads it as markup (`<!channel>` in a paper's title
+    would notify everyone). `blocks` are already rendered mrkdwn."""
 
     text: str
     blocks: tuple[Block, ...] = ()
 
     def payload(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": list(self.blocks)}
+        return {"text": fallback_text(self.text), "blocks": list(self.blocks)}
+
+
+def fallback_text(text: str) -> str:
+    """Plain text as a message's escaped `text`, at most MESSAGE_CHARS long, never cut inside an entity.
+
+    >>> fallback_text("<!channel> A & B")
+    '&lt;!channel&gt; A &amp; B'
+    """
+    escaped = escape(text)
+    if len(escaped) <= MESSAGE_CHARS:
+        return escaped
+    return re.sub(r"&[a-z]*$", "", escaped[:MESSAGE_CHARS])
 
 
 # --- Slack markup → plain text ---------------------------------------------------------------------------------------
@@ -86,6 +100,11 @@ def escape(text: str) -> str:
     'a &lt; b &amp; c &gt; d'
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    """The inverse of `escape`: a message's `text` as we wrote it."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def to_mrkdwn(markdown: str) -> str:
@@ -222,6 +241,34 @@ def notice_message(text: str, emoji: str = ":warning:") -> SlackMessage:
     return SlackMessage(text[:MESSAGE_CHARS], tuple(_fit(_sections(f"{emoji} {mrkdwn}" if emoji else mrkdwn))))
 
 
+def removed_message(user_id: str, user_name: str, paper: PaperInfo) -> SlackMessage:
+    """The channel's notice that someone removed a paper (the title escaped once, the person mentioned)."""
+    text = f"{user_name} removed {paper.title} (id {paper.doc_id}) from this channel's papers."
+    mrkdwn = (
+        f":wastebasket: {mention(user_id)} removed *{escape(paper.title)}* (id {paper.doc_id}) "
+        "from this channel's papers."
+    )
+    return SlackMessage(text, tuple(_fit(_sections(mrkdwn))))
+
+
+def cleared_message(user_id: str, user_name: str, count: int) -> SlackMessage:
+    text = f"{user_name} cleared this channel's papers ({count} removed)."
+    mrkdwn = f":wastebasket: {mention(user_id)} cleared this channel's papers ({count} removed)."
+    return SlackMessage(text, (section(mrkdwn),))
+
+
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+
+
+def mention(user_id: str) -> str:
+    """A mention of a user in mrkdwn (only ids Slack issues, so nothing else can be smuggled into the markup).
+
+    >>> mention("U123"), mention("<!channel>")
+    ('<@U123>', '&lt;!channel&gt;')
+    """
+    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else escape(user_id)
+
+
 def markdown_message(text: str) -> SlackMessage:
     """Longer Markdown text (help, the introduction) as sections."""
     return SlackMessage(text[:MESSAGE_CHARS], tuple(_fit(_sections(to_mrkdwn(text)))))
@@ -270,7 +317,7 @@ def papers_message(papers: list[PaperInfo]) -> SlackMessage:
         return notice_message("No papers in this channel yet. Share a PDF or an arXiv link to add one.", ":books:")
     lines = []
     for paper in papers:
-        by = f" by <@{paper.uploader}>" if paper.uploader and re.fullmatch(r"[UW][A-Z0-9]+", paper.uploader) else ""
+        by = f" by {mention(paper.uploader)}" if paper.uploader and _USER_ID.fullmatch(paper.uploader) else ""
         lines.append(f"`{paper.doc_id}` *{escape(paper.title)}* — {paper.pages} pages, added {escape(paper.added)}{by}")
     head = f":books: *{len(papers)} paper{'s' if len(papers) != 1 else ''} in this channel*"
     blocks = [section(head)] + [section(piece) for piece in split_message("\n".join(lines), SECTION_CHARS)]

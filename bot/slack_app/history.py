@@ -56,7 +56,7 @@ class ThreadHistory:
                 break
             if self._is_answer(message):
                 if question is not None:
-                    answer.append(message.get("text", ""))
+                    answer.append(render.unescape(message.get("text", "")))  # `text` is sent escaped
                 continue
             if question is not None and answer:
                 turns.append(Turn(question, "\n".join(answer)))

@@ -93,21 +93,11 @@ class SlashCommands:
                 else:
                     user = await self._user(command["user_id"])
                     paper = await self.core.remove_paper(channel, user, int(words[1]))
-                    reply = _in_channel(
-                        render.notice_message(
-                            f"<@{user.id}> removed *{render.escape(paper.title)}* (id {paper.doc_id}) "
-                            "from this channel's papers.",
-                            ":wastebasket:",
-                        )
-                    )
+                    reply = _in_channel(render.removed_message(user.id, user.name, paper))
             elif action == "clear":
                 user = await self._user(command["user_id"], fresh=True)
                 removed = await self.core.clear(channel, user)
-                reply = _in_channel(
-                    render.notice_message(
-                        f"<@{user.id}> cleared this channel's papers ({removed} removed).", ":wastebasket:"
-                    )
-                )
+                reply = _in_channel(render.cleared_message(user.id, user.name, removed))
             else:
                 reply = _ephemeral(render.markdown_message(self.core.help_text()))
         except USER_FACING as error:
