@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
+from bot.cli import cli
 from rag_engine.engine import Engine
 from rag_engine.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
@@ -166,3 +168,30 @@ def test_ask_json_status_and_the_terminal_chat(cli_settings: Settings) -> None:
     assert re.search(r"Indexed .+ \(2 pages, \d+ passages\)", chat.stdout)
     assert re.search(r"^> \d+\t.+ \(2 pages\)$", chat.stdout, re.MULTILINE)  # /papers lists it
     assert re.search(r"^  \[1\] .+, pp?\. [12]", chat.stdout, re.MULTILINE)  # the answer's sources
+
+
+def test_every_command_and_option_has_help() -> None:
+    assert cli.help
+    for name, command in cli.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, (name, param.name)
+
+
+def test_usage_errors_exit_2(cli_settings: Settings) -> None:
+    for args in (["frobnicate"], ["search", "q"], ["remove", "--index", "ml", "one"], ["run", "telegram"]):
+        run = paperbot(cli_settings, *args)
+        assert run.returncode == 2, (args, run.stdout, run.stderr)
+        assert run.stderr.startswith("Usage: paperbot"), run.stderr
+
+
+def test_commands_that_need_no_model_import_none(cli_settings: Settings) -> None:
+    probe = (
+        "import sys; from bot.cli import main; code = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers') if m in sys.modules), code)"
+    )
+    for args in (["papers", "--index", "nope"], ["remove", "--index", "nope", "1"], ["status"]):
+        run = subprocess.run([sys.executable, "-c", probe, *args], env=cli_env(cli_settings), capture_output=True,
+                             text=True, timeout=120)
+        assert run.stdout.splitlines()[-1] in ("[] 0", "[] 2"), (args, run.stdout, run.stderr)
