@@ -33,21 +33,20 @@ def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
     import asyncio
     import logging
 
+    from bot.logs import setup_logging
     from rag_engine.errors import USER_FACING, IndexNotFound
     from rag_engine.settings import Settings
 
     context = click.get_current_context()
     settings = Settings()
     is_server = context.info_name == "run"
-    logging.basicConfig(
-        level=logging.DEBUG if context.obj else settings.log_level if is_server else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbosity=context.obj, level=settings.log_level if is_server else logging.WARNING)
     try:
         return asyncio.run(handler(settings, **kwargs))
     except USER_FACING as error:
-        print(f"paperbot: {error}", file=sys.stderr)
+        from bot.hints import cli_error
+
+        print(f"paperbot: {cli_error(error, kwargs.get('index'))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, IndexNotFound) else EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -65,9 +64,10 @@ def json_option() -> Callable[[Any], Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="log debug details (paperbot's, then libraries') to stderr")
+@click.option("-v", "--verbose", count=True,
+              help="log paperbot's debug details to stderr; -vv adds the libraries' (SQL, HTTP, Discord…)")
 @click.pass_context
-def cli(context: click.Context, verbose: bool) -> None:
+def cli(context: click.Context, verbose: int) -> None:
     """Answers questions about the papers in a chat channel, with local models.
 
     Every setting is an environment variable or a line in .env (see .env.example).
@@ -95,6 +95,8 @@ def ingest(index: str, files: tuple[Path, ...]) -> int:
 @click.argument("query", nargs=-1, required=True)
 def search(index: str, top_k: int | None, mode: str | None, as_json: bool, query: tuple[str, ...]) -> int:
     """Find the passages that best match QUERY."""
+    if not " ".join(query).strip():
+        raise click.UsageError("the query is empty: say what to look for.")
     return _run(commands.search, index=index, query=" ".join(query), top_k=top_k, mode=mode, as_json=as_json)
 
 
