@@ -1,103 +1,174 @@
-"""`paperbot` command line: parses flags, calls the library, prints. No behaviour of its own."""
+"""`paperbot` command line: each command's flags and help live here, with the command; its work is in bot.commands.
+
+Imports stay lazy so that a command loads only what it uses: `papers`, `remove` or `status` import neither torch nor
+llama.cpp's model code, and start in about a second.
+"""
 
 from __future__ import annotations
 
-# llama.cpp's libraries are loaded before numpy on purpose: with some numpy builds (2.5 with scipy-openblas) loading
-# numpy first makes llama.cpp's CUDA model load crash (seen on an H100 image; bench/README.md).
-try:
-    import llama_cpp  # noqa: F401
-except ImportError:  # pragma: no cover - the CLI still works for ingest/search without it
-    pass
-
-import argparse
-import json
-import logging
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from rag_engine.errors import USER_FACING, IndexNotFound
-from rag_engine.settings import Settings
+import click
 
-log = logging.getLogger("paperbot")
+from bot import commands
+from bot.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+INDEX_HELP = "the index: a free name, or discord/GUILD/CHANNEL, slack/TEAM/CHANNEL"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paperbot", description="Answers questions about the papers in a chat channel.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _load_llama_cpp_first() -> None:
+    """llama.cpp's libraries are loaded before numpy on purpose: with some numpy builds (2.5 with scipy-openblas)
+    loading numpy first makes llama.cpp's CUDA model load crash (seen on an H100 image; bench/README.md)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:  # pragma: no cover - the OpenAI-compatible backend works without it
+        pass
 
-    def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--index", required=True, help="a free name, or discord/GUILD/CHANNEL, slack/TEAM/CHANNEL")
-        return p
 
-    p = with_index(commands.add_parser("ingest", help="add PDF files to an index (creates it)"))
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
+    """Settings from the environment, then the handler on an event loop; a user-facing failure is one line."""
+    import logging
 
-    p = with_index(commands.add_parser("search", help="find passages"))
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--mode", choices=["hybrid", "colbert", "lexical"], default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("query", nargs="+")
+    from bot.logs import setup_logging
+    from bot.shutdown import run_until_signalled
+    from rag_engine.errors import USER_FACING, IndexNotFound
+    from rag_engine.settings import Settings
 
-    p = with_index(commands.add_parser("papers", help="list the papers of an index"))
-    p.add_argument("--json", action="store_true")
+    context = click.get_current_context()
+    settings = Settings()
+    is_server = context.info_name == "run"
+    setup_logging(verbosity=context.obj, level=settings.log_level if is_server else logging.WARNING)
+    try:
+        return run_until_signalled(handler(settings, **kwargs))
+    except USER_FACING as error:
+        from bot.hints import cli_error
 
-    p = with_index(commands.add_parser("remove", help="remove one paper"))
-    p.add_argument("doc_id", type=int, metavar="DOC_ID")
+        print(f"paperbot: {cli_error(error, kwargs.get('index'))}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, IndexNotFound) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
-    with_index(commands.add_parser("clear", help="remove every paper of an index"))
 
-    p = with_index(commands.add_parser("ask", help="answer a question from an index's papers"))
-    p.add_argument("--paper", default=None, help="limit the question to one paper (id or part of its title)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("question", nargs="+")
+def index_option(default: str | None = None) -> Callable[[Any], Any]:
+    """--index, required unless a default is given (click 8.3 treats an explicit default=None as a value)."""
+    if default is None:
+        return click.option("--index", required=True, metavar="NAME", help=INDEX_HELP)
+    return click.option("--index", default=default, show_default=True, metavar="NAME", help=INDEX_HELP)
 
-    p = commands.add_parser("chat", help="a terminal chat (add PDFs by path, ask, list/remove papers)")
-    p.add_argument("--index", default="default")
 
-    commands.add_parser("status", help="models, where they run, indexes, queue depth")
+def json_option() -> Callable[[Any], Any]:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON instead of text (for scripts)")
 
-    p = commands.add_parser("run", help="run the bot: web chat (default), discord or slack")
-    p.add_argument("platform", nargs="?", choices=["web", "discord", "slack"], default=None)
-    return parser
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True,
+              help="log paperbot's debug details to stderr; -vv adds the libraries' (SQL, HTTP, Discord…)")
+@click.pass_context
+def cli(context: click.Context, verbose: int) -> None:
+    """Answers questions about the papers in a chat channel, with local models.
+
+    Every setting is an environment variable or a line in .env (see .env.example).
+    """
+    context.obj = verbose
+
+
+@cli.command()
+@index_option()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILE...")
+def ingest(index: str, files: tuple[Path, ...]) -> int:
+    """Add PDF files to an index (created if new).
+
+    Prints PATH<TAB>indexed: TITLE (N pages), already indexed, or failed: REASON per file; exits 1 if any failed.
+    """
+    return _run(commands.ingest, index=index, files=files)
+
+
+@cli.command()
+@index_option()
+@click.option("--top-k", type=int, default=None, help="how many passages  [default: PAPERBOT_TOP_K]")
+@click.option("--mode", type=click.Choice(["hybrid", "colbert", "lexical"]), default=None,
+              help="ColBERT fused with BM25, ColBERT alone, or BM25 alone  [default: PAPERBOT_RETRIEVAL_MODE]")
+@json_option()
+@click.argument("query", nargs=-1, required=True)
+def search(index: str, top_k: int | None, mode: str | None, as_json: bool, query: tuple[str, ...]) -> int:
+    """Find the passages that best match QUERY."""
+    if not " ".join(query).strip():
+        raise click.UsageError("the query is empty: say what to look for.")
+    return _run(commands.search, index=index, query=" ".join(query), top_k=top_k, mode=mode, as_json=as_json)
+
+
+@cli.command()
+@index_option()
+@json_option()
+def papers(index: str, as_json: bool) -> int:
+    """List the papers of an index: id, title, pages, when added."""
+    return _run(commands.papers, index=index, as_json=as_json)
+
+
+@cli.command()
+@index_option()
+@click.argument("doc_id", type=int, metavar="DOC_ID")
+def remove(index: str, doc_id: int) -> int:
+    """Remove one paper (its id is in `paperbot papers`)."""
+    return _run(commands.remove, index=index, doc_id=doc_id)
+
+
+@cli.command()
+@index_option()
+def clear(index: str) -> int:
+    """Remove every paper of an index."""
+    return _run(commands.clear, index=index)
+
+
+@cli.command()
+@index_option()
+@click.option("--paper", default=None, metavar="ID|TITLE", help="limit the question to one paper (id or part of its title)")
+@json_option()
+@click.argument("question", nargs=-1, required=True)
+def ask(index: str, paper: str | None, as_json: bool, question: tuple[str, ...]) -> int:
+    """Answer QUESTION from an index's papers: answer, reasoning, sources."""
+    _load_llama_cpp_first()
+    return _run(commands.ask, index=index, question=" ".join(question), paper=paper, as_json=as_json)
+
+
+@cli.command()
+@index_option(default="default")
+def chat(index: str) -> int:
+    """A terminal chat: add PDFs by path, ask, list and remove papers (/help inside)."""
+    _load_llama_cpp_first()
+    return _run(commands.chat, index=index)
+
+
+@cli.command()
+def status() -> int:
+    """Models and where they run, indexes and their size, whether the bot runs and its queue depth."""
+    return _run(commands.status)
+
+
+@cli.command()
+@click.argument("platform", required=False, type=click.Choice(["web", "discord", "slack"]))
+def run(platform: str | None) -> int:
+    """Run the bot: the local web chat, Discord or Slack.
+
+    Without PLATFORM: Discord if DISCORD_TOKEN is set, else Slack if SLACK_BOT_TOKEN is, else the web chat.
+    """
+    _load_llama_cpp_first()
+    return _run(commands.run, platform=platform)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.command != "run" else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    settings = Settings()
-    if args.command == "run":
-        logging.getLogger().setLevel(settings.log_level)
-    from bot import commands as handlers
-    from bot.shutdown import run_until_signalled
-
-    handler = getattr(handlers, f"cmd_{args.command}")
+    """The `paperbot` entry point; returns the exit status (2 for a usage error, as argparse did)."""
     try:
-        return run_until_signalled(handler(args, settings))
-    except USER_FACING as error:
-        print(f"paperbot: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, IndexNotFound) else EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-
-
-def print_json(value: object) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2, default=_jsonable))
-
-
-def _jsonable(value: object) -> object:
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)  # type: ignore[arg-type]
-    return str(value)
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="paperbot", standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.Abort:
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

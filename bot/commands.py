@@ -1,49 +1,82 @@
-"""The CLI's subcommands, one coroutine each: call the library, print the result."""
+"""The CLI's commands, one coroutine each: call the library, print the result. Flags and help are in bot.cli.
+
+Heavy modules (the engine and PDF reader, the models' runtime, the web/chat adapters) are imported inside the
+command that needs them, so that listing papers never pays for loading a model.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from tqdm import tqdm
+from bot.formatting import plural, source_lines
 
-from bot.cli import EXIT_FAILED, print_json
-from bot.console_app import run_console
-from bot.formatting import source_lines
-from bot.messages import Channel, Failed, Final, Partial, User
-from bot.runtime import open_core
-from rag_engine.engine import Engine
-from rag_engine.settings import Settings
-from rag_engine.types import Answer, IngestProgress
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from rag_engine.settings import Settings
+    from rag_engine.types import Answer, IngestProgress
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # a usage error (click's) or an unknown index
+EXIT_INTERRUPTED = 130
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=_jsonable))
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    """`Engine.open(settings)`, imported here: the engine pulls in the PDF reader and numpy."""
+    from rag_engine.engine import Engine
+
+    return Engine.open(settings)
 
 
 class _ProgressBar:
-    """A stderr progress bar for one file, shown once encoding starts (short files finish before it matters)."""
+    """A stderr progress bar for one file, shown once encoding starts (short files finish before it matters).
 
-    def __init__(self, label: str) -> None:
+    It starts at the passages already encoded when it appears and advances by `update`, so tqdm's rate counts only
+    what was encoded while it was shown (setting `n` directly left tqdm dividing every passage by a few microseconds).
+    """
+
+    def __init__(self, label: str, file: TextIO | None = None) -> None:
         self._label = label
+        self._file = file
         self._bar: tqdm | None = None
 
     async def __call__(self, step: IngestProgress) -> None:
-        if step.total:
-            if self._bar is None:
-                self._bar = tqdm(total=step.total, desc=self._label, unit="passage", file=sys.stderr, leave=False)
-            self._bar.n = step.done
-            self._bar.refresh()
+        if not step.total:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=step.total, initial=step.done, desc=self._label, unit="passage",
+                             file=self._file or sys.stderr, leave=False)
+        elif step.done > self._bar.n:
+            self._bar.update(step.done - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
 
 
-async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+async def ingest(settings: Settings, *, index: str, files: Sequence[Path]) -> int:
     failed = False
-    async with Engine.open(settings) as engine:
+    async with _engine(settings) as engine:
         await engine.resume_jobs()
-        for path in args.files:
+        for path in files:
             try:
                 data = await asyncio.to_thread(Path(path).read_bytes)
             except OSError as error:
@@ -52,11 +85,11 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             bar = _ProgressBar(Path(path).name)
             try:
-                report = await engine.ingest(args.index, data, Path(path).name, uploader="cli", progress=bar)
+                report = await engine.ingest(index, data, Path(path).name, uploader="cli", progress=bar)
             finally:
                 bar.close()
             if report.status == "indexed":
-                print(f"{path}\tindexed: {report.title} ({report.pages} pages)")
+                print(f"{path}\tindexed: {report.title} ({plural(report.pages, 'page')})")
             elif report.status == "duplicate":
                 print(f"{path}\talready indexed")
             else:
@@ -65,10 +98,10 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if failed else 0
 
 
-async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    async with Engine.open(settings) as engine:
-        result = await engine.search(args.index, " ".join(args.query), k=args.top_k, mode=args.mode)
-    if args.json:
+async def search(settings: Settings, *, index: str, query: str, top_k: int | None, mode: str | None, as_json: bool) -> int:
+    async with _engine(settings) as engine:
+        result = await engine.search(index, query, k=top_k, mode=mode)
+    if as_json:
         print_json(
             [
                 {
@@ -93,54 +126,56 @@ async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_papers(args: argparse.Namespace, settings: Settings) -> int:
-    async with Engine.open(settings) as engine:
-        docs = await engine.papers(args.index)
-    if args.json:
+async def papers(settings: Settings, *, index: str, as_json: bool) -> int:
+    async with _engine(settings) as engine:
+        docs = await engine.papers(index)
+    if as_json:
         print_json([{"id": d.id, "title": d.title, "pages": d.page_count, "added": d.created_at} for d in docs])
         return 0
     if not docs:
         print("no papers yet")
     for d in docs:
-        print(f"{d.id}\t{d.title}\t{d.page_count} pages\tadded {d.created_at}")
+        print(f"{d.id}\t{d.title}\t{plural(d.page_count, 'page')}\tadded {d.created_at}")
     return 0
 
 
-async def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
-    async with Engine.open(settings) as engine:
-        doc = await engine.remove(args.index, args.doc_id)
+async def remove(settings: Settings, *, index: str, doc_id: int) -> int:
+    async with _engine(settings) as engine:
+        doc = await engine.remove(index, doc_id)
     print(f"removed {doc.id}: {doc.title}")
     return 0
 
 
-async def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
-    async with Engine.open(settings) as engine:
-        removed = await engine.clear(args.index)
-    print(f"removed {removed} papers from {args.index}")
+async def clear(settings: Settings, *, index: str) -> int:
+    async with _engine(settings) as engine:
+        removed = await engine.clear(index)
+    print(f"removed {plural(removed, 'paper')} from {index}")
     return 0
 
 
-CLI_USER = User(id="cli", name="cli", is_moderator=True)
+async def ask(settings: Settings, *, index: str, question: str, paper: str | None, as_json: bool) -> int:
+    from bot.hints import for_cli
+    from bot.messages import Channel, Failed, Final, Partial, User
+    from bot.runtime import open_core
 
-
-async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    cli_user = User(id="cli", name="cli", is_moderator=True)
     async with open_core(settings, heartbeat=False) as core:
-        await core.engine.index(args.index)  # an unknown index is an error here, not an abstention
-        channel = Channel("cli", "local", args.index)
+        await core.engine.index(index)  # an unknown index is an error here, not an abstention
+        channel = Channel("cli", "local", index)
         shown = 0
         final: Answer | None = None
-        async for event in core.ask(channel, CLI_USER, " ".join(args.question), paper=args.paper):
-            if isinstance(event, Partial) and not args.json:
+        async for event in core.ask(channel, cli_user, question, paper=paper):
+            if isinstance(event, Partial) and not as_json:
                 sys.stdout.write(event.answer[shown:])
                 sys.stdout.flush()
                 shown = len(event.answer)
             elif isinstance(event, Final):
                 final = event.answer
             elif isinstance(event, Failed):
-                print(f"paperbot: {event.message}", file=sys.stderr)
+                print(f"paperbot: {for_cli(event.message, index)}", file=sys.stderr)
                 return EXIT_FAILED
     assert final is not None
-    if args.json:
+    if as_json:
         print_json(
             {
                 "reasoning": final.reasoning,
@@ -161,25 +196,26 @@ async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+async def chat(settings: Settings, *, index: str) -> int:
+    from bot.console_app import run_console
+    from bot.runtime import open_core
+
     async with open_core(settings, heartbeat=False) as core:
-        await run_console(core, args.index)
+        await run_console(core, index)
     return 0
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    import llama_cpp
-    import torch
+async def status(settings: Settings) -> int:
+    from rag_engine.devices import encoder_runs_on_cuda, llama_cpp_has_gpu_offload
 
-    gpu_build = llama_cpp.llama_supports_gpu_offload()
-    async with Engine.open(settings) as engine:
+    async with _engine(settings) as engine:
         summaries = await engine.summaries()
         beat = await engine.last_heartbeat()
     print(f"data:        {settings.data_dir}")
-    print(f"encoder:     {settings.colbert_model} on {'CUDA' if torch.cuda.is_available() and settings.device != 'cpu' else 'CPU'}")
+    print(f"encoder:     {settings.colbert_model} on {'CUDA' if encoder_runs_on_cuda(settings.device) else 'CPU'}")
     if settings.llm_backend == "openai":
         print(f"llm:         {settings.llm_model} via {settings.llm_base_url}")
-    elif gpu_build:
+    elif llama_cpp_has_gpu_offload():
         layers = "all layers" if settings.n_gpu_layers < 0 else f"{settings.n_gpu_layers} layers"
         print(f"llm:         {settings.llm_model} — llama.cpp with GPU offload ({layers} on the GPU)")
     else:
@@ -192,14 +228,15 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"indexes:     {len(summaries)}")
     for s in summaries:
         mib = s.embedding_bytes / (1024 * 1024)
-        print(f"  {s.name}\t{s.papers} papers, {s.chunks} passages, {s.tokens} token vectors ({mib:.1f} MiB, {s.codec})")
+        counts = f"{plural(s.papers, 'paper')}, {plural(s.chunks, 'passage')}, {plural(s.tokens, 'token vector')}"
+        print(f"  {s.name}\t{counts} ({mib:.1f} MiB, {s.codec})")
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    platform = args.platform or (
-        "discord" if settings.discord_token else "slack" if settings.slack_bot_token else "web"
-    )
+async def run(settings: Settings, *, platform: str | None) -> int:
+    from bot.runtime import open_core
+
+    platform = platform or ("discord" if settings.discord_token else "slack" if settings.slack_bot_token else "web")
     if platform == "discord":
         from bot.discord_app import serve
     elif platform == "slack":

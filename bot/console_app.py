@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.core import Core
-from bot.formatting import source_lines
+from bot.formatting import plural, source_lines
+from bot.hints import for_console
 from bot.messages import Channel, Failed, Final, Partial, Queued, Turn, User
 from rag_engine.errors import USER_FACING
 
@@ -16,6 +17,7 @@ HELP = """Commands: /add PATH…  /papers  /remove ID  /clear  /status  /help  /
 Ask about one paper with: /ask ID question"""
 
 LOCAL_USER = User(id="local", name="you", is_moderator=True)
+COMMANDS = ("/add", "/papers", "/remove", "/clear", "/status", "/help", "/quit", "/exit", "/ask")
 
 
 class ConsoleChat:
@@ -24,6 +26,8 @@ class ConsoleChat:
         self.channel = Channel("cli", "local", index)
         self.out = out
         self.history: list[Turn] = []
+        # A progress line is redrawn in place on a terminal; piped output gets no escape codes and no progress.
+        self.interactive = out.isatty()
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.out.write(text + end)
@@ -45,22 +49,24 @@ class ConsoleChat:
                     await self.add(Path(path).expanduser())
             elif command == "/papers":
                 papers = await self.core.list_papers(self.channel)
-                self.say("\n".join(f"{p.doc_id}\t{p.title} ({p.pages} pages)" for p in papers) or "No papers yet: /add PATH")
+                self.say("\n".join(f"{p.doc_id}\t{p.title} ({plural(p.pages, 'page')})" for p in papers) or "No papers yet: /add PATH")
             elif command == "/remove":
                 paper = await self.core.remove_paper(self.channel, LOCAL_USER, int(rest))
                 self.say(f"Removed {paper.title}.")
             elif command == "/clear":
-                self.say(f"Removed {await self.core.clear(self.channel, LOCAL_USER)} papers.")
+                self.say(f"Removed {plural(await self.core.clear(self.channel, LOCAL_USER), 'paper')}.")
             elif command == "/status":
                 s = await self.core.status(self.channel)
-                self.say(f"{s.papers} papers, {s.chunks} passages · model {s.model} on {s.runs_on} · queue {s.queue_depth}")
+                self.say(f"{plural(s.papers, 'paper')}, {plural(s.chunks, 'passage')} · model {s.model} on {s.runs_on} · queue {s.queue_depth}")
             elif command == "/ask":
                 paper, _, question = rest.partition(" ")
                 await self.ask(question, paper)
+            elif command.startswith("/") and command not in COMMANDS:
+                self.say(f"Unknown command {command}; /help lists them.")
             else:
                 await self.ask(line)
         except USER_FACING as error:
-            self.say(str(error))
+            self.say(for_console(str(error)))
         except ValueError:
             self.say("That needs a number: /remove ID (see /papers).")
         return True
@@ -75,10 +81,13 @@ class ConsoleChat:
         async def progress(message: str) -> None:
             self.say(f"\r\033[K  {message}", end="")
 
-        report = await self.core.ingest_upload(self.channel, LOCAL_USER, path.name, data, progress)
-        self.say("\r\033[K", end="")  # wipe the progress line
+        report = await self.core.ingest_upload(
+            self.channel, LOCAL_USER, path.name, data, progress if self.interactive else None
+        )
+        if self.interactive:
+            self.say("\r\033[K", end="")  # wipe the progress line
         if report.status == "indexed":
-            self.say(f"Indexed {report.title} ({report.pages} pages, {report.chunks} passages).")
+            self.say(f"Indexed {report.title} ({plural(report.pages, 'page')}, {plural(report.chunks, 'passage')}).")
         elif report.status == "duplicate":
             self.say(report.message or "Already indexed.")
         else:
@@ -101,7 +110,7 @@ class ConsoleChat:
                     self.say(f"  {line}")
                 self.history.append(Turn(question, answer.answer))
             elif isinstance(event, Failed):
-                self.say(event.message)
+                self.say(for_console(event.message))
 
 
 async def run_console(core: Core, index: str, stdin: TextIO = sys.stdin) -> None:

@@ -10,6 +10,15 @@ from rag_engine.types import Answer, Source
 _FENCE = "```"
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`count` and `noun`, in the plural unless it is one.
+
+    >>> plural(1, "page"), plural(2, "page"), plural(0, "paper"), plural(3, "index", "indexes")
+    ('1 page', '2 pages', '0 papers', '3 indexes')
+    """
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def pages_label(source: Source) -> str:
     """'p. 3', 'pp. 3–4' or '' when the passage has no page (training paragraphs)."""
     if source.page_start is None:

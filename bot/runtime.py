@@ -11,6 +11,8 @@ from bot.core import Core
 from bot.download import Downloader
 from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
+from rag_engine.errors import ModelUnavailable
+from rag_engine.hub import resolve_model_file
 from rag_engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,25 +26,40 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
 
     Unfinished ingestion jobs of a previous run are resumed in the background.
     """
-    async with Engine.open(settings) as engine, Answerer.open(engine, settings) as answerer:
-        await engine.encoders.get()  # a missing model is reported at start, not at the first upload
-        downloader = Downloader(
-            settings.download_hosts,
-            max_bytes=int(settings.max_file_mb * 1024 * 1024),
-            deadline_s=settings.download_deadline_s,
-        )
-        core = Core(engine, answerer, settings, downloader)
-        tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
-        if heartbeat:
-            tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))
-        try:
-            yield core
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await engine.ingestor.stop()  # before the database closes: their jobs go back to pending
-            await downloader.close()
+    async with Engine.open(settings) as engine:
+        await _load_encoder(engine, settings)  # a missing model is reported at start, not at the first upload
+        async with Answerer.open(engine, settings) as answerer:
+            downloader = Downloader(
+                settings.download_hosts,
+                max_bytes=int(settings.max_file_mb * 1024 * 1024),
+                deadline_s=settings.download_deadline_s,
+            )
+            core = Core(engine, answerer, settings, downloader)
+            tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
+            if heartbeat:
+                tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))
+            try:
+                yield core
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await engine.ingestor.stop()  # before the database closes: their jobs go back to pending
+                await downloader.close()
+
+
+async def _load_encoder(engine: Engine, settings: Settings) -> None:
+    """Load the encoder; when it is missing, check the LLM file too, so that one run names every missing model."""
+    try:
+        await engine.encoders.get()
+    except ModelUnavailable as missing_encoder:
+        problems = [str(missing_encoder)]
+        if settings.llm_backend == "llama_cpp":
+            try:
+                await asyncio.to_thread(resolve_model_file, settings.llm_model, settings.models_dir)
+            except ModelUnavailable as missing_llm:
+                problems.append(str(missing_llm))
+        raise ModelUnavailable("\n".join(problems)) from missing_encoder
 
 
 async def _resume(engine: Engine) -> None:

@@ -19,7 +19,7 @@ from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestReport, Turn
 from storage.codec import CODEC_ID
 from storage.db import Database
-from storage.errors import IndexNotFound
+from storage.errors import LIST_PAPERS, IndexNotFound
 from storage.files import private_dir
 from storage.records import DocumentRecord, Heartbeat, IndexRecord
 from storage.repository import check_encoder
@@ -123,7 +123,7 @@ class Engine:
         if len(matches) == 1:
             return matches[0].id
         if not matches:
-            raise InvalidQuestion(f"No paper here matches '{spec}'. `/papers list` shows the titles and ids.")
+            raise InvalidQuestion(f"No paper here matches '{spec}'. {LIST_PAPERS} shows the titles and ids.")
         listed = "; ".join(f"{d.id}: {d.title}" for d in matches[:5])
         raise InvalidQuestion(f"Several papers match '{spec}' ({listed}). Use the paper's id.")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Storage failures a user can meet, re-exported so callers above rag_engine need not reach into storage.
-from storage.errors import DocumentNotFound, EncoderMismatch, IndexNotFound, StorageError  # noqa: F401
+from storage.errors import LIST_PAPERS, DocumentNotFound, EncoderMismatch, IndexNotFound, StorageError  # noqa: F401
 
 
 class PaperbotError(Exception):

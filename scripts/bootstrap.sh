@@ -10,10 +10,12 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+say() { echo "bootstrap: $*" >&2; }
 pip install --upgrade pip wheel setuptools
 
 # PyTorch: a CPU build unless a CUDA GPU is present (the CUDA wheels are ~3 GB the CPU machine never uses).
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  say "installing PyTorch (a download of 0.2 GB for the CPU build, ~3 GB with CUDA)…"
   if command -v nvidia-smi >/dev/null 2>&1; then
     pip install torch
   else
@@ -37,9 +39,21 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   else
     default_cmake_args=""
   fi
-  CMAKE_ARGS="${CMAKE_ARGS:-$default_cmake_args}" pip install --no-cache-dir "llama-cpp-python>=0.3.8"
+  # The compile is long and pip is silent through it: say so, and show only the compiler's progress lines
+  # ("[ 42%] Building…" from make, "[120/380] Building…" from ninja); the whole log is kept for a failure.
+  say "compiling llama.cpp (llama-cpp-python) from source: about 18 minutes on 2 cores (less with more), once per machine."
+  say "compiler progress follows; the full log goes to $PWD/.venv/llama-cpp-build.log"
+  log=.venv/llama-cpp-build.log
+  if ! CMAKE_ARGS="${CMAKE_ARGS:-$default_cmake_args}" .venv/bin/python -m pip --disable-pip-version-check -v \
+      install --no-cache-dir "llama-cpp-python>=0.3.8" 2>&1 | tee "$log" | scripts/build_progress.sh; then
+    say "building llama-cpp-python failed; the end of $log:"
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+  say "llama.cpp is built."
 fi
 
+say "installing paperbot${extras:+ with [$extras]} and its dependencies (a few minutes the first time)…"
 if [ -n "$extras" ]; then
   pip install -e ".[$extras]"
 else

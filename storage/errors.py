@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: How the chat platforms list papers; messages name it, and the CLI and terminal chat put their own in its place.
+LIST_PAPERS = "`/papers list`"
+
 
 class StorageError(Exception):
     """Root of storage failures; `str(error)` is written for the user."""
@@ -9,9 +12,7 @@ class StorageError(Exception):
 
 class IndexNotFound(StorageError):
     def __init__(self, name: str) -> None:
-        super().__init__(
-            f"There is no index named '{name}'. Add a paper to it first (paperbot ingest --index {name} FILE)."
-        )
+        super().__init__(f"There is no index named '{name}'. Add a paper to it first.")
         self.name = name
 
 
@@ -36,7 +37,7 @@ class EncoderMismatch(StorageError):
 
 class DocumentNotFound(StorageError):
     def __init__(self, doc_id: int, index: str) -> None:
-        super().__init__(f"There is no paper with id {doc_id} in '{index}'. `/papers list` shows the ids.")
+        super().__init__(f"There is no paper with id {doc_id} in '{index}'. {LIST_PAPERS} shows the ids.")
         self.doc_id = doc_id
 
 

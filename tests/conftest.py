@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 from rag_engine.settings import Settings
@@ -17,11 +18,28 @@ EDGE_PDFS = SHARED / "data" / "pdfs" / "edge"
 QASA_DIR = SHARED / "data" / "qasa"
 
 
+def missing_shared_data() -> str | None:
+    """The one line to stop on when the shared data folder (PDFs, QASA) is not where the tests look, else None."""
+    missing = [p for p in (REAL_PDFS, EDGE_PDFS) if not p.is_dir()]
+    if not missing:
+        return None
+    return (
+        f"paperbot's tests need the shared data folder: {', '.join(map(str, missing))} is missing. "
+        f"Put the shared folder beside the clone (as {REPO.parent / 'shared'}) or set PAPERBOT_SHARED_DIR to it."
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problem = missing_shared_data()
+    if problem:
+        pytest.exit(problem, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 def _tiny_models_cache() -> Path:
     """Keyed by the builder's source, so a changed builder never reuses stale models."""
     source = (REPO / "training" / "tiny_models.py").read_bytes()
     key = hashlib.sha256(source).hexdigest()[:12]
-    root = Path(os.environ.get("PAPERBOT_TEST_CACHE", Path.home() / ".cache" / "paperbot-tests"))
+    root = Path(os.environ.get("PAPERBOT_TEST_CACHE", platformdirs.user_cache_path("paperbot-tests")))
     return root / f"tiny-models-{key}"
 
 

@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
+from bot.cli import cli
 from rag_engine.engine import Engine
 from rag_engine.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
@@ -75,6 +77,9 @@ def test_ingest_search_papers_remove_clear(cli_settings: Settings) -> None:
     assert [(p["title"], p["pages"]) for p in papers] == [("Distilling the Knowledge in a Neural Network", 9)]
     assert set(papers[0]) == {"id", "title", "pages", "added"}
 
+    missing = paperbot(cli_settings, "remove", "--index", "ml", "999")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "paperbot: There is no paper with id 999 in 'ml'. `paperbot papers --index ml` shows the ids."
     assert paperbot(cli_settings, "remove", "--index", "ml", str(papers[0]["id"])).returncode == 0
     assert json.loads(paperbot(cli_settings, "papers", "--index", "ml", "--json").stdout) == []
     assert paperbot(cli_settings, "clear", "--index", "ml").returncode == 0
@@ -85,7 +90,9 @@ def test_unknown_index_exits_2_with_a_message(cli_settings: Settings) -> None:
                  ["remove", "--index", "nope", "1"], ["ask", "--index", "nope", "why?"]):
         run = paperbot(cli_settings, *args)
         assert run.returncode == 2, (args, run.stdout, run.stderr)
-        assert "no index named 'nope'" in run.stderr
+        assert run.stderr.strip().splitlines()[-1] == (
+            "paperbot: There is no index named 'nope'. Add a paper to it first: paperbot ingest --index nope FILE"
+        ), args
 
 
 async def test_sigkill_mid_ingest_leaves_no_half_document_and_the_job_resumes(cli_settings: Settings) -> None:
@@ -147,15 +154,16 @@ def test_ask_json_status_and_the_terminal_chat(cli_settings: Settings) -> None:
 
     scoped = paperbot(cli_settings, "ask", "--index", "ml", "--paper", "nothing like it", "--json", "why?")
     assert scoped.returncode == 1 and "No paper here matches" in scoped.stderr
+    assert "`paperbot papers --index ml` shows the titles and ids" in scoped.stderr and "/papers" not in scoped.stderr
 
     status = paperbot(cli_settings, "status")
     assert status.returncode == 0, status.stderr
-    assert "llama.cpp on the CPU" in status.stdout and "ml\t1 papers" in status.stdout
+    assert "llama.cpp on the CPU" in status.stdout and "ml\t1 paper, " in status.stdout
     assert "bot:         not running" in status.stdout
 
     chat = subprocess.run(
         [sys.executable, "-m", "bot.cli", "chat", "--index", "talk"],
-        input=f"/add {EDGE_PDFS / 'ok_minimal.pdf'}\n/papers\nWhat is on the first page?\n/quit\n",
+        input=f"/add {EDGE_PDFS / 'ok_minimal.pdf'}\n/papers\n/bogus\n/remove 999\nWhat is on the first page?\n/quit\n",
         env=cli_env(cli_settings),
         cwd=cli_settings.data_dir.parent,
         capture_output=True,
@@ -166,3 +174,84 @@ def test_ask_json_status_and_the_terminal_chat(cli_settings: Settings) -> None:
     assert re.search(r"Indexed .+ \(2 pages, \d+ passages\)", chat.stdout)
     assert re.search(r"^> \d+\t.+ \(2 pages\)$", chat.stdout, re.MULTILINE)  # /papers lists it
     assert re.search(r"^  \[1\] .+, pp?\. [12]", chat.stdout, re.MULTILINE)  # the answer's sources
+    assert "> Unknown command /bogus; /help lists them.\n" in chat.stdout  # not sent to the model
+    assert "There is no paper with id 999 in 'talk'. /papers shows the ids." in chat.stdout
+    assert "\x1b" not in chat.stdout  # piped: no terminal escape codes
+
+
+def test_every_command_and_option_has_help() -> None:
+    assert cli.help
+    for name, command in cli.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, (name, param.name)
+
+
+def test_usage_errors_exit_2(cli_settings: Settings) -> None:
+    for args in (["frobnicate"], ["search", "q"], ["remove", "--index", "ml", "one"], ["run", "telegram"],
+                 ["search", "--index", "ml", " "]):
+        run = paperbot(cli_settings, *args)
+        assert run.returncode == 2, (args, run.stdout, run.stderr)
+        assert run.stderr.startswith("Usage: paperbot"), run.stderr
+
+
+def test_commands_that_need_no_model_import_none(cli_settings: Settings) -> None:
+    probe = (
+        "import sys; from bot.cli import main; code = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers') if m in sys.modules), code)"
+    )
+    for args in (["papers", "--index", "nope"], ["remove", "--index", "nope", "1"], ["status"]):
+        run = subprocess.run([sys.executable, "-c", probe, *args], env=cli_env(cli_settings), capture_output=True,
+                             text=True, timeout=120)
+        assert run.stdout.splitlines()[-1] in ("[] 0", "[] 2"), (args, run.stdout, run.stderr)
+
+
+def test_an_empty_search_is_refused(cli_settings: Settings) -> None:
+    run = paperbot(cli_settings, "search", "--index", "ml", "")
+    assert run.returncode == 2 and run.stderr.endswith("Error: the query is empty: say what to look for.\n")
+
+
+def test_every_missing_model_is_named_in_one_run(cli_settings: Settings) -> None:
+    missing = cli_settings.model_copy(update={"colbert_model": "/nonexistent/colbert", "llm_model": "/nonexistent/m.gguf"})
+    run = paperbot(missing, "ask", "--index", "ml", "why?")
+    assert run.returncode == 1
+    assert "PAPERBOT_COLBERT_MODEL=/nonexistent/colbert" in run.stderr and "PAPERBOT_LLM_MODEL=/nonexistent/m.gguf" in run.stderr
+
+
+def test_verbose_logs_paperbot_then_libraries_each_statement_once(cli_settings: Settings) -> None:
+    one = paperbot(cli_settings, "-v", "papers", "--index", "nope").stderr
+    assert "DEBUG storage.connection: opened" in one and "aiosqlite" not in one and "asyncio" not in one
+    two = paperbot(cli_settings, "-vv", "papers", "--index", "nope").stderr
+    statements = re.findall(r"DEBUG aiosqlite: executing .*'SELECT id, name, encoder_id", two)
+    assert len(statements) == 1 and " completed" not in two
+
+
+async def test_the_ingest_progress_rate_counts_passages_encoded_while_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import tqdm.std
+
+    from bot.commands import _ProgressBar
+    from rag_engine.types import IngestProgress
+
+    clock = [1000.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    out = io.StringIO()
+    bar = _ProgressBar("paper.pdf", file=out)
+    await bar(IngestProgress("encoding", done=90, total=200))  # 90 were encoded before the bar appeared
+    for done in range(100, 201, 10):
+        clock[0] += 5.0
+        await bar(IngestProgress("encoding", done=done, total=200))
+    shown = out.getvalue().split("\r")[-1]
+    assert "200/200" in shown and "2.00passage/s" in shown, shown
+    bar.close()
+
+
+def test_the_tests_name_missing_shared_data_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PAPERBOT_SHARED_DIR": str(tmp_path / "nowhere"), "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_codec.py"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout
+    [line] = [l for l in run.stdout.splitlines() if "shared data folder" in l]
+    assert f"{tmp_path / 'nowhere'}/data/pdfs/real" in line and "PAPERBOT_SHARED_DIR" in line

