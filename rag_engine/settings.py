@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=_default_data_dir, description="Holds the database, uploads and models.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="One line per event: plain text or JSON.")
 
     # --- retrieval ---------------------------------------------------------------------------------------------------
     colbert_model: str = Field(DEFAULT_COLBERT_MODEL, description="Local checkpoint folder, or a Hugging Face model id.")
