@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Holds the database, uploads and models.")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="One line per event: plain text or JSON.")
+    health_host: str = Field("127.0.0.1", description="Where `paperbot run` serves /healthz and /readyz.")
+    health_port: int = Field(8321, ge=0, le=65535, description="Port of /healthz and /readyz; 0 turns them off.")
 
     # --- retrieval ---------------------------------------------------------------------------------------------------
     colbert_model: str = Field(DEFAULT_COLBERT_MODEL, description="Local checkpoint folder, or a Hugging Face model id.")
