@@ -7,9 +7,9 @@ run: install            ## install, then run the bot (the local web chat unless 
 test: install-test      ## install with the test tools, then run the whole test suite
 	.venv/bin/python -m pytest -q
 
-install:
-	scripts/bootstrap.sh
+install:                ## the core, and all three chat surfaces (Discord, Slack, the web chat)
+	scripts/bootstrap.sh discord,slack,web
 
-install-test:
-	scripts/bootstrap.sh test,server
+install-test:           ## pinned to constraints.txt, so a fresh clone installs what was tested
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt scripts/bootstrap.sh test,server
 	scripts/install_test_tools.sh

@@ -32,6 +32,7 @@ def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
     """Settings from the environment, then the handler on an event loop; a user-facing failure is one line."""
     import logging
 
+    from bot.logging_setup import secret_values
     from bot.logs import setup_logging
     from bot.shutdown import run_until_signalled
     from rag_engine.errors import USER_FACING, IndexNotFound
@@ -40,7 +41,12 @@ def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
     context = click.get_current_context()
     settings = Settings()
     is_server = context.info_name == "run"
-    setup_logging(verbosity=context.obj, level=settings.log_level if is_server else logging.WARNING)
+    setup_logging(
+        verbosity=context.obj,
+        level=settings.log_level if is_server else logging.WARNING,
+        fmt=settings.log_format,
+        secrets=secret_values(settings),
+    )
     try:
         return run_until_signalled(handler(settings, **kwargs))
     except USER_FACING as error:

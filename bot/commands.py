@@ -243,7 +243,11 @@ async def run(settings: Settings, *, platform: str | None) -> int:
         from bot.slack_app import serve
     else:
         from bot.web_app import serve
-    async with open_core(settings) as core:
+    from bot import health
+
+    async with health.maybe_serving(settings.health_host, settings.health_port) as monitor, open_core(settings) as core:
+        if monitor is not None:
+            monitor.watch(core)
         try:
             await serve(core, settings)
         except (OSError, ValueError) as error:  # a taken port, a refused token: one clear line, not a traceback

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 
+from bot import logging_setup
 from bot.download import Downloader
 from bot.links import arxiv_pdf_links
 from bot.messages import Channel, PaperInfo, StatusInfo, Turn, User
@@ -44,6 +45,9 @@ class Core:
     ) -> IngestReport:
         """Index an uploaded file into the channel's index. Never raises for bad input: see `report.status`."""
 
+        logging_setup.bind(platform=channel.platform, channel=channel.index_name)
+        logging_setup.new_request()
+
         async def relay(step: IngestProgress) -> None:
             if progress is not None:
                 await progress(step.message)
@@ -55,7 +59,11 @@ class Core:
         except Exception:
             log.exception("ingesting %s into %s failed", filename, channel.index_name)
             return IngestReport(status="failed", reason="internal", message=APOLOGY)
-        log.info("upload %s into %s: %s (%s)", filename, channel.index_name, report.status, report.reason or "-")
+        logging_setup.bind(document=report.doc_id)
+        log.info(
+            "upload %s: %s (%s)", filename, report.status, report.reason or "-",
+            extra={"fields": {"pages": report.pages, "chunks": report.chunks, "seconds": round(report.seconds, 2)}},
+        )
         return report
 
     async def ingest_url(self, channel: Channel, user: User, url: str, progress: Progress | None = None) -> IngestReport:
@@ -93,6 +101,8 @@ class Core:
     ) -> AsyncIterator[AnswerEvent]:
         """Stream Queued → Partial… → Final, or a single Failed. `paper` limits the question to one paper
         (a doc id or part of a title). Closing the iterator (or cancelling its task) stops the generation."""
+        logging_setup.bind(platform=channel.platform, channel=channel.index_name)
+        logging_setup.new_request()
         wait = self._limiter.try_acquire(f"{channel.platform}:{user.id}")
         if wait:
             yield Failed(f"You're asking faster than I can answer; try again in {wait:.0f} s.")
@@ -111,8 +121,10 @@ class Core:
             async for event in self.answerer.answer(channel.index_name, question, history=history, doc_id=doc_id):
                 if isinstance(event, Final):
                     event = replace(event, question=question, elapsed_s=round(time.perf_counter() - started, 2))
+                    log.info("answered", extra={"fields": _answer_fields(event)})
                 yield event
         except USER_FACING as error:
+            log.info("not answered: %s", type(error).__name__)
             yield Failed(str(error))
         except Exception:
             log.exception("answering in %s failed", channel.index_name)
@@ -209,3 +221,14 @@ class Core:
             f"Hi, I'm {name}. Drop PDF papers (or arXiv links) here and I'll index them for this channel; "
             f"then mention me with a question and I'll answer with the pages I used. `/papers help` for more."
         )
+
+
+def _answer_fields(event: Final) -> dict[str, object]:
+    """What an operator needs about an answer: how long, how much, from which papers; never the text."""
+    return {
+        "elapsed_s": event.elapsed_s,
+        "question_chars": len(event.question),
+        "answer_chars": len(event.answer.answer),
+        "abstained": event.answer.abstained,
+        "documents": sorted({source.doc_id for source in event.answer.sources}),
+    }

@@ -1,13 +1,18 @@
 """Logging for the entry points: paperbot's own loggers at the level asked for, libraries' chatter kept down.
 
 `-v` shows paperbot's debug log; `-vv` adds the libraries' (aiosqlite, httpx, gradio, discord…), with aiosqlite's
-"operation … completed" echo dropped so each statement is logged once.
+"operation … completed" echo dropped so each statement is logged once. Lines are one per event, text or JSON, with
+the request's context and secrets redacted (bot/logging_setup.py).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from bot.logging_setup import ContextFilter, LogFormat, formatter
 
 #: The top-level packages whose loggers are paperbot's own.
 OWN_LOGGERS = ("paperbot", "bot", "rag_engine", "storage", "training")
@@ -20,12 +25,20 @@ class _OncePerStatement(logging.Filter):
         return not (record.name == "aiosqlite" and record.msg == "operation %s completed")
 
 
-def setup_logging(verbosity: int, level: str | int = logging.WARNING) -> None:
-    """Log to stderr: paperbot's loggers at `level` (DEBUG from one -v), everything else at WARNING (DEBUG from -vv)."""
+def setup_logging(
+    verbosity: int,
+    level: str | int = logging.WARNING,
+    fmt: LogFormat = "text",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Log to stderr: paperbot's loggers at `level` (DEBUG from one -v), everything else at WARNING (DEBUG from -vv);
+    one line per event in `fmt`, with `secrets` (and anything token-shaped) redacted."""
     own_level = logging.DEBUG if verbosity >= 1 else level
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter(fmt, secrets))
     handler.addFilter(_OncePerStatement())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)

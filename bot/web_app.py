@@ -22,6 +22,7 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
+from bot import health
 from bot import web_render as render
 from bot.core import APOLOGY, Core
 from bot.messages import Channel, Failed, Final, PaperInfo, Partial, Queued, Turn, User
@@ -434,6 +435,7 @@ async def serve_page(
             await asyncio.sleep(0.05)
         if server.started:
             logger.info("web chat on %s", url)
+            health.set_platform("web", lambda: not running.done())
             if on_ready is not None:
                 on_ready(url)
         await asyncio.shield(running)

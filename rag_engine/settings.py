@@ -26,15 +26,20 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=_default_data_dir, description="Holds the database, uploads and models.")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR, for `paperbot run`.")
+    log_format: Literal["text", "json"] = Field("text", description="One line per event: plain text or JSON.")
+    health_host: str = Field("127.0.0.1", description="Where `paperbot run` serves /healthz and /readyz.")
+    health_port: int = Field(8321, ge=0, le=65535, description="Port of /healthz and /readyz; 0 turns them off.")
 
     # --- retrieval ---------------------------------------------------------------------------------------------------
     colbert_model: str = Field(DEFAULT_COLBERT_MODEL, description="Local checkpoint folder, or a Hugging Face model id.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where ColBERT runs: auto = CUDA if any.")
     chunk_tokens: int = Field(180, ge=32, le=512, description="Largest chunk, in the encoder's tokens (doc_maxlen).")
     chunk_overlap: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
-    encode_batch_size: int = Field(32, ge=1)
-    retrieval_mode: Literal["hybrid", "colbert", "lexical"] = "hybrid"
+    encode_batch_size: int = Field(32, ge=1, description="Passages encoded together when indexing.")
+    retrieval_mode: Literal["hybrid", "colbert", "lexical"] = Field(
+        "hybrid", description="hybrid (ColBERT and BM25, fused), colbert, or lexical (BM25 only)."
+    )
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model for one question.")
     min_relevance: float = Field(
         0.5, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
@@ -47,43 +52,57 @@ class Settings(BaseSettings):
         120.0, gt=0, description="CPU time reading one PDF may take (in a child process) before it is refused."
     )
     pdf_memory_mb: int = Field(2048, ge=256, description="Address space reading one PDF may use, in MiB.")
-    max_question_chars: int = Field(2000, ge=10)
+    max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     job_lease_s: float = Field(
         60.0, gt=0, description="An ingestion job not renewed for this long is presumed dead and resumed by another process."
     )
 
     # --- generation --------------------------------------------------------------------------------------------------
     llm_model: str = Field(DEFAULT_LLM_MODEL, description="A local .gguf path, or `owner/repo:file.gguf`.")
-    llm_backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    llm_backend: Literal["llama_cpp", "openai"] = Field(
+        "llama_cpp", description="llama_cpp (in-process) or openai (an OpenAI-compatible server: llama-server, vLLM)."
+    )
     llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible server, for llm_backend=openai.")
-    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_api_key: SecretStr = Field(SecretStr("not-needed"), description="API key of that server, if it wants one.")
     n_ctx: int = Field(8192, ge=512, description="Context window shared by all parallel sequences' slots, per slot.")
     n_gpu_layers: int = Field(-1, description="-1 offloads every layer when the build has CUDA.")
-    n_threads: int | None = None
-    flash_attn: bool = True
+    n_threads: int | None = Field(None, description="CPU threads for llama.cpp (default: the physical cores).")
+    flash_attn: bool = Field(True, description="Flash attention in llama.cpp.")
     parallel: int = Field(8, ge=1, le=64, description="Questions decoded together in one batch.")
     batched: bool = Field(True, description="Decode concurrent questions in one batch (False: one at a time).")
-    max_new_tokens: int = Field(512, ge=16)
-    temperature: float = Field(0.2, ge=0)
+    max_new_tokens: int = Field(512, ge=16, description="Longest reply (reasoning and answer), in tokens.")
+    temperature: float = Field(0.2, ge=0, description="Sampling temperature; 0 is greedy.")
     queue_size: int = Field(64, ge=1, description="Questions waiting for the model before new ones are refused.")
-    request_timeout_s: float = Field(180.0, gt=0)
+    request_timeout_s: float = Field(180.0, gt=0, description="A question unanswered after this many seconds fails.")
 
     # --- chat surfaces -----------------------------------------------------------------------------------------------
-    web_host: str = "127.0.0.1"
-    web_port: int = 7860
-    discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("PAPERBOT_DISCORD_TOKEN", "DISCORD_TOKEN"))
+    web_host: str = Field("127.0.0.1", description="Where the web chat listens; it has no login, so keep it local.")
+    web_port: int = Field(7860, description="Port of the web chat.")
+    discord_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("PAPERBOT_DISCORD_TOKEN", "DISCORD_TOKEN"),
+        description="The Discord bot token (Developer Portal → Bot → Reset Token).",
+    )
     slack_bot_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PAPERBOT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
+        None,
+        validation_alias=AliasChoices("PAPERBOT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN"),
+        description="The Slack bot token (xoxb-…).",
     )
     slack_app_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PAPERBOT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN")
+        None,
+        validation_alias=AliasChoices("PAPERBOT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN"),
+        description="The Slack app-level token for Socket Mode (xapp-…, scope connections:write).",
     )
     slack_signing_secret: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET")
+        None,
+        validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"),
+        description="The Slack signing secret (http mode).",
     )
-    slack_mode: Literal["socket", "http"] = "socket"
+    slack_mode: Literal["socket", "http"] = Field(
+        "socket", description="socket (Socket Mode, no public URL) or http (events POSTed to slack_http_port)."
+    )
     slack_http_host: str = Field("0.0.0.0", description="Where the Slack HTTP endpoint listens (http mode).")
-    slack_http_port: int = 3000
+    slack_http_port: int = Field(3000, description="Port of the Slack HTTP endpoint (http mode).")
     allowed_channels: list[str] = Field(default_factory=list, description="If set, the bot only acts in these channels.")
     download_hosts: list[str] = Field(
         default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net", "files.slack.com", "arxiv.org", "export.arxiv.org"],
@@ -91,7 +110,7 @@ class Settings(BaseSettings):
     )
     arxiv_base_url: str = Field("https://arxiv.org", description="Where arXiv links are fetched from.")
     download_deadline_s: float = Field(120.0, gt=0, description="Longest a whole download may take, in seconds.")
-    bot_name: str = "paperbot"
+    bot_name: str = Field("paperbot", description="The name the bot introduces itself by.")
     user_rate_per_minute: int = Field(6, ge=1, description="Questions one user may ask per minute.")
 
     @model_validator(mode="before")

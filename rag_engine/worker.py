@@ -204,6 +204,11 @@ class GenerationWorker:
 
     # --- what callers see ---------------------------------------------------------------------------------------------
     @property
+    def alive(self) -> bool:
+        """Started, not closed, and its backend can still generate."""
+        return self._started and not self._closed and self.backend.alive()
+
+    @property
     def depth(self) -> int:
         """Requests waiting for a slot (not counting those generating): the heartbeat's queue depth."""
         return self._n_waiting

@@ -12,6 +12,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot import health
 from bot.core import Core
 from bot.discord_app.answers import Answers
 from bot.discord_app.editing import EDIT_INTERVAL_S
@@ -90,6 +91,7 @@ async def serve(core: Core, settings: Settings) -> None:
     if settings.discord_token is None:
         raise ValueError("Set DISCORD_TOKEN (or PAPERBOT_DISCORD_TOKEN) to the bot's token from the developer portal.")
     bot = PaperBot(core, settings)
+    health.set_platform("discord", lambda: bot.is_ready() and not bot.is_closed())
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import health
 from bot.slack_app.answers import Answers
 from bot.slack_app.api import _API_ERRORS, Posting, _error_code
 from bot.slack_app.editing import EditBudget
@@ -135,6 +136,12 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
             await self._socket.connect_async()
             log.info("connected to Slack over Socket Mode (team %s, bot user %s)", self.team_id, self.bot_user_id)
 
+    async def connected(self) -> bool:
+        """Socket Mode: the websocket is open; HTTP mode: the endpoint listens (the health check asks)."""
+        if self._socket is not None:
+            return bool(await self._socket.client.is_connected())
+        return self._runner is not None
+
     async def close(self) -> None:
         if self._socket is not None:
             with suppress(Exception):
@@ -205,5 +212,8 @@ def _secret(value: Any) -> str:
 async def serve(core: Core, settings: Settings, *, base_url: str | None = None) -> None:
     """`paperbot run slack`: connect to the workspace and answer until cancelled. `base_url` points the Web API
     elsewhere (a stand-in in tests)."""
-    async with SlackBot(core, settings, base_url=base_url or AsyncWebClient.BASE_URL, http_host=settings.slack_http_host):
+    async with SlackBot(
+        core, settings, base_url=base_url or AsyncWebClient.BASE_URL, http_host=settings.slack_http_host
+    ) as bot:
+        health.set_platform("slack", bot.connected)
         await asyncio.Event().wait()

@@ -68,6 +68,10 @@ class LLMBackend(ABC):
     async def close(self) -> None:
         """Stop every stream and free the model. Idempotent."""
 
+    def alive(self) -> bool:
+        """False once the backend can no longer generate (its decoding thread died): the health check asks."""
+        return True
+
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         """Text deltas of the reply as they are decoded (several tokens may come as one delta).

@@ -188,6 +188,9 @@ class BatchedLlamaBackend(LLMBackend):
         """Where the sampler chains run (`cpu` once llama.cpp refused a graph-side chain)."""
         return self._slots.sampling if self._slots is not None else self._sampling
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     @property
     def steps(self) -> int:
         """llama_decode calls so far (tests, benchmarks)."""

@@ -100,6 +100,9 @@ class LlamaCppBackend(LLMBackend):
             self._vocab = None
 
     # --- what the worker uses -----------------------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self._executor is not None
+
     def info(self) -> BackendInfo:
         return BackendInfo(
             backend="llama_cpp",
