@@ -8,7 +8,6 @@ LCS over tokens) rather than taken from `rouge-score`/`evaluate`, which would br
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
@@ -19,7 +18,6 @@ from rag_engine.types import Source
 
 _CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_DASHES = dict.fromkeys(map(ord, "‐‑‒–—−"), "-")
 
 
 # --- one reply --------------------------------------------------------------------------------------------------------
@@ -73,15 +71,16 @@ def retrieved_page_right(sources: Sequence[Source], doc_id: int, pages: Collecti
 
 
 def normalize(text: str) -> str:
-    """Lower case, no punctuation (decimal points kept), articles or citations, one space; `2,048` → `2048`, dashes unified.
+    """Lower case, no punctuation or symbols (decimal points kept), articles or citations, one space; `2,048` → `2048`.
 
     >>> normalize("The Adam optimizer [1], with β2 = 0.98 and 2,048 tokens — fast.")
     'adam optimizer with β2 0.98 and 2048 tokens fast'
     """
-    text = unicodedata.normalize("NFKC", _CITATION.sub(" ", text)).translate(_DASHES).lower()
+    text = unicodedata.normalize("NFKC", _CITATION.sub(" ", text)).lower()
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     text = re.sub(r"(?<=\d)\.(?=\d)", "\x00", text)  # keep decimal points
-    text = "".join(" " if ch in string.punctuation else ch for ch in text.replace("'", "")).replace("\x00", ".")
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text.replace("'", ""))
+    text = text.replace("\x00", ".")
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
