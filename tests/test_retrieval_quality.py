@@ -1,7 +1,8 @@
 """Lexical search alone finds the answer page: questions written by reading the papers, answer pages checked by hand.
 
 The questions paraphrase the papers (they are not copied sentences), and nothing in the retrieval code was tuned on
-them. Random-weight ColBERT says nothing about quality, so this checks the BM25 half of the hybrid.
+them. Random-weight ColBERT says nothing about quality, so the first test checks the BM25 half of the hybrid; the
+MiniLM tests below check the ColBERT half and the fusion on real trained weights.
 """
 
 from __future__ import annotations
