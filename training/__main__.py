@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--qasa", type=Path, default=DEFAULT_QASA, help="QASA folder (README there)")
     ev.add_argument("--qasa-limit", type=int, default=30, help="QASA unanswerable questions to add (0: none)")
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy, so runs compare")
-    ev.add_argument("--out", type=Path, default=Path("eval-out"), help="results.json, results.md, the index")
+    ev.add_argument("--out", type=Path, default=Path("eval-out"), help="results.json, results.md, records.jsonl (as they come), the index")
     return parser
 
 
@@ -75,7 +75,10 @@ def evaluate_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f" retrieval {base.retrieval_mode}, top {base.top_k}; temperature {base.temperature},"
         f" max new tokens {base.max_new_tokens}, n_ctx {base.n_ctx}.",
     ]
-    run = Run(pdfs, questions, model_configs(args.gguf, args.grammar), base, qasa, notes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = args.out / "records.jsonl"
+    progress.unlink(missing_ok=True)
+    run = Run(pdfs, questions, model_configs(args.gguf, args.grammar), base, qasa, notes, progress)
     results = asyncio.run(evaluate(run))
     command = "python -m training " + " ".join(shlex.quote(a) for a in argv)
     print(write_outputs(args.out, run, results, command))

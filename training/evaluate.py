@@ -87,6 +87,7 @@ class Run:
     base: Settings
     qasa: Sequence[Question] = ()
     notes: list[str] = field(default_factory=list)
+    progress: Path | None = None  # each record is appended here as JSON when it is done (a cut run keeps them)
 
 
 def grammar_field() -> str | None:
@@ -189,7 +190,11 @@ async def run_config(engine: Engine, run: Run, config: ModelConfig, doc_ids: dic
 
             async def one(q: Question) -> Record:
                 async with limit:
-                    return await answer_one(engine, answerer, recorder, q, doc_ids)
+                    record = await answer_one(engine, answerer, recorder, q, doc_ids)
+                if run.progress is not None:
+                    with run.progress.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps({"config": config.label, **dataclasses.asdict(record)}) + "\n")
+                return record
 
             started = time.perf_counter()
             records = await asyncio.gather(*(one(q) for q in [*run.questions, *run.qasa]))
