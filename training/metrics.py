@@ -98,6 +98,16 @@ def _tokens(text: str) -> list[str]:
     return normalize(text).split()
 
 
+def _f1(matched: int, predicted: int, reference: int) -> float:
+    """F1 of `matched` tokens out of `predicted` and `reference` (1.0 when both are empty)."""
+    if not predicted or not reference:
+        return float(predicted == reference)
+    if matched == 0:
+        return 0.0
+    precision, recall = matched / predicted, matched / reference
+    return 2 * precision * recall / (precision + recall)
+
+
 def token_f1(prediction: str, reference: str) -> float:
     """SQuAD token F1 between a prediction and a reference answer.
 
@@ -105,13 +115,7 @@ def token_f1(prediction: str, reference: str) -> float:
     0.75
     """
     pred, ref = _tokens(prediction), _tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _f1(sum((Counter(pred) & Counter(ref)).values()), len(pred), len(ref))
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -121,19 +125,13 @@ def rouge_l(prediction: str, reference: str) -> float:
     0.5
     """
     pred, ref = _tokens(prediction), _tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
     previous = [0] * (len(ref) + 1)
     for p in pred:
         current = [0]
         for j, r in enumerate(ref, start=1):
             current.append(previous[j - 1] + 1 if p == r else max(previous[j], current[j - 1]))
         previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _f1(previous[-1], len(pred), len(ref))
 
 
 def word_count(text: str) -> int:
