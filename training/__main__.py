@@ -1,0 +1,42 @@
+"""`python -m training <step>`: prepare → sft → grpo → export, and evaluate. Each step's `--help` lists its defaults."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: step → (module, help). Modules are imported only for the step that runs (training pulls in torch, TRL, PEFT).
+STEPS: dict[str, tuple[str, str]] = {
+    "prepare": ("training.prepare", "QASA (+ training papers) → train.jsonl, eval.jsonl, manifest.json"),
+    "sft": ("training.finetune", "supervised warm-up: TRL SFTTrainer with a LoRA"),
+    "grpo": ("training.finetune", "GRPO: TRL GRPOTrainer with a LoRA and the rewards in training/rewards.py"),
+    "export": ("training.export", "merge the LoRA, write F16 and Q4_K_M GGUFs, answer one question with it"),
+}
+_ENTRY = {"prepare": ("add_arguments", "run"), "sft": ("add_sft_arguments", "run_sft"),
+          "grpo": ("add_grpo_arguments", "run_grpo"), "export": ("add_arguments", "run")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    # Only the chosen step's module is imported, so `--help` of one step does not load the others' libraries.
+    chosen = next((a for a in argv if a in STEPS), None)
+    for name, (module, text) in STEPS.items():
+        sub = steps.add_parser(name, help=text, description=text)
+        if name == chosen:
+            adder, runner = _ENTRY[name]
+            loaded = importlib.import_module(module)
+            getattr(loaded, adder)(sub)
+            sub.set_defaults(func=getattr(loaded, runner))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
