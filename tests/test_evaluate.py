@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import QASA_DIR, REAL_PDFS
-from training.__main__ import main, subsample
+from training.__main__ import main
+from training.evaluate_cli import subsample
 from training.eval import QUESTIONS, load_questions, load_split, make_split, qasa_unanswerable
 from training.metrics import key_fact_present
 

@@ -1,96 +1,47 @@
-"""`python -m training evaluate …`: the training package's commands (see docs/evaluation.md)."""
+"""`python -m training <step>`: prepare → sft → grpo → export, and evaluate. Each step's `--help` lists its defaults.
+
+The steps chain without editing code: docs/training.md and docs/evaluation.md show them end to end.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import logging
-import os
-import shlex
 import sys
-from collections import defaultdict
-from collections.abc import Sequence
-from pathlib import Path
 
-from training.eval import QUESTIONS, Question, load_questions, qasa_unanswerable
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_QASA = Path(os.environ.get("PAPERBOT_SHARED_DIR", REPO.parent / "shared")) / "data" / "qasa"
-
-
-def subsample(questions: Sequence[Question], limit: int | None) -> list[Question]:
-    """The first `limit` questions taken round-robin over papers and off-topic ones (so every group is present)."""
-    if limit is None or limit >= len(questions):
-        return list(questions)
-    groups: dict[str, list[Question]] = defaultdict(list)
-    for q in questions:
-        groups[q.paper or q.kind].append(q)
-    picked: list[Question] = []
-    while len(picked) < limit:
-        for group in groups.values():
-            if group and len(picked) < limit:
-                picked.append(group.pop(0))
-    order = {q.id: i for i, q in enumerate(questions)}
-    return sorted(picked, key=lambda q: order[q.id])
+#: step → (module, help). Modules are imported only for the step that runs (training pulls in torch, TRL, PEFT).
+STEPS: dict[str, tuple[str, str]] = {
+    "prepare": ("training.prepare", "QASA (+ training papers) → train.jsonl, eval.jsonl, manifest.json"),
+    "sft": ("training.finetune", "supervised warm-up: TRL SFTTrainer with a LoRA"),
+    "grpo": ("training.finetune", "GRPO: TRL GRPOTrainer with a LoRA and the rewards in training/rewards.py"),
+    "export": ("training.export", "merge the LoRA, write F16 and Q4_K_M GGUFs, answer one question with it"),
+    "evaluate": ("training.evaluate_cli", "answer quality of GGUF models through the serving path"),
+}
+_ENTRY = {"prepare": ("add_arguments", "run"), "sft": ("add_sft_arguments", "run_sft"),
+          "grpo": ("add_grpo_arguments", "run_grpo"), "export": ("add_arguments", "run"),
+          "evaluate": ("add_arguments", "run")}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training")
-    commands = parser.add_subparsers(dest="command", required=True)
-    ev = commands.add_parser("evaluate", help="answer quality of GGUF models through the serving path")
-    ev.add_argument("--pdfs", type=Path, required=True, help="folder of PDFs to index (every *.pdf in it)")
-    ev.add_argument("--questions", type=Path, default=QUESTIONS, help="JSONL questions (training/eval/README.md)")
-    ev.add_argument("--gguf", type=Path, action="append", required=True, help="a model; repeat to compare several")
-    ev.add_argument("--grammar", choices=["on", "off", "both"], default="off", help="the reply grammar setting")
-    ev.add_argument("--encoder", help="ColBERT checkpoint (default: PAPERBOT_COLBERT_MODEL / the product default)")
-    ev.add_argument("--limit", type=int, help="a subsample of this many questions, round-robin over papers")
-    ev.add_argument("--qasa", type=Path, default=DEFAULT_QASA, help="QASA folder (README there)")
-    ev.add_argument("--qasa-limit", type=int, default=30, help="QASA unanswerable questions to add (0: none)")
-    ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy, so runs compare")
-    ev.add_argument("--out", type=Path, default=Path("eval-out"), help="results.json, results.md, records.jsonl (as they come), the index")
-    return parser
-
-
-def evaluate_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from rag_engine.settings import Settings
-    from training.evaluate import Run, evaluate, model_configs, write_outputs
-
-    # A loaded machine must not turn slow replies into timeouts: the harness measures quality, and speed apart.
-    overrides: dict[str, object] = {
-        "data_dir": args.out / "index",
-        "temperature": args.temperature,
-        "request_timeout_s": 3600.0,
-    }
-    if args.encoder:
-        overrides["colbert_model"] = args.encoder
-    base = Settings(**overrides)  # PAPERBOT_* from the environment apply to the rest (n_ctx, parallel, device…)
-    all_questions = load_questions(args.questions)
-    questions = subsample(all_questions, args.limit)
-    qasa = qasa_unanswerable(args.qasa)[: args.qasa_limit] if args.qasa_limit > 0 else []
-    pdfs = sorted(args.pdfs.glob("*.pdf"))
-    notes = [
-        f"Questions: {len(questions)} of {len(all_questions)} in {args.questions.name}"
-        + (" (round-robin subsample over papers and off-topic)" if len(questions) < len(all_questions) else "")
-        + f"; {len(qasa)} QASA unanswerable. Index: {len(pdfs)} PDFs from {args.pdfs}; encoder {base.colbert_model};"
-        f" retrieval {base.retrieval_mode}, top {base.top_k}; temperature {base.temperature},"
-        f" max new tokens {base.max_new_tokens}, n_ctx {base.n_ctx}.",
-    ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    progress = args.out / "records.jsonl"
-    progress.unlink(missing_ok=True)
-    run = Run(pdfs, questions, model_configs(args.gguf, args.grammar), base, qasa, notes, progress)
-    results = asyncio.run(evaluate(run))
-    command = "python -m training " + " ".join(shlex.quote(a) for a in argv)
-    print(write_outputs(args.out, run, results, command))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return evaluate_command(args, argv)
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    # Only the chosen step's module is imported, so `--help` of one step does not load the others' libraries.
+    chosen = next((a for a in argv if a in STEPS), None)
+    for name, (module, text) in STEPS.items():
+        sub = steps.add_parser(name, help=text, description=text)
+        if name == chosen:
+            adder, runner = _ENTRY[name]
+            loaded = importlib.import_module(module)
+            getattr(loaded, adder)(sub)
+            sub.set_defaults(func=getattr(loaded, runner))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -257,13 +257,19 @@ def build_qwen2(out: Path, llama_cpp: Path) -> None:
         shutil.copyfile(llama_cpp / (QWEN2_VOCAB_FILE + suffix), tests / f"ggml-vocab-qwen2.gguf{suffix}")
 
     f16 = out / "qwen2-f16.gguf"
+    convert_hf_to_gguf(hf_dir, f16, llama_cpp)
+    quantize_q4_k_m(f16, out / "qwen2.gguf")
+
+
+def convert_hf_to_gguf(hf_dir: Path, outfile: Path, llama_cpp: Path, outtype: str = "f16") -> Path:
+    """llama.cpp's own converter (vendored with the installed llama-cpp-python) on an HF model folder."""
     convert = llama_cpp / "convert_hf_to_gguf.py"
-    cmd = [sys.executable, str(convert), str(hf_dir), "--outfile", str(f16), "--outtype", "f16"]
+    cmd = [sys.executable, str(convert), str(hf_dir), "--outfile", str(outfile), "--outtype", outtype]
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # the vendored gguf-py, not PyPI's
     done = subprocess.run(cmd, cwd=llama_cpp, env=env, capture_output=True, text=True)
-    if done.returncode != 0 or not f16.exists():
+    if done.returncode != 0 or not Path(outfile).exists():
         raise RuntimeError(f"convert_hf_to_gguf.py failed:\n{done.stderr[-4000:]}")
-    quantize_q4_k_m(f16, out / "qwen2.gguf")
+    return Path(outfile)
 
 
 def quantize_q4_k_m(src: Path, dst: Path) -> None:
