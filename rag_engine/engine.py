@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import InvalidQuestion
 from rag_engine.ingest import Ingestor, Progress
-from rag_engine.retrieval import BruteForceScorer, Retriever
+from rag_engine.retrieval import CompressedScorer, Retriever
 from rag_engine.retrieval.search import Mode, SearchResult
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestReport, Turn
@@ -46,7 +46,7 @@ class Engine:
         self.settings = settings
         self.encoders = EncoderService(settings)
         self.ingestor = Ingestor(db, self.encoders, settings)
-        self.retriever = Retriever(db, BruteForceScorer(db), self.encoders.encode_query)
+        self.retriever = Retriever(db, CompressedScorer(db, device=settings.device), self.encoders.encode_query)
 
     @classmethod
     @contextlib.asynccontextmanager

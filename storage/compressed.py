@@ -123,6 +123,26 @@ class CompressedRepository:
         codec = codecs.get_codec(str(head["codec"]))
         return await asyncio.to_thread(assemble_embeddings, rows, codec, int(head["dim"]), int(head["version"]))
 
+    async def sample_embeddings(self, index_id: int, n_chunks: int, seed: int = 0) -> EmbeddingMatrix:
+        """Float16 vectors of `n_chunks` ready chunks drawn at random (reproducibly for a seed): what centroids are
+        trained on without loading a large index whole."""
+        ids = [int(r[0]) for r in await self._db.fetchall(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE d.index_id = ? AND d.status = 'ready' ORDER BY c.id",
+            (index_id,),
+        )]
+        rng = np.random.default_rng(seed)
+        chosen = sorted(rng.choice(ids, size=min(n_chunks, len(ids)), replace=False).tolist()) if ids else []
+        head = await self._db.fetchone("SELECT codec, dim, version FROM indexes WHERE id = ?", (index_id,))
+        assert head is not None
+        rows = await self._db.fetchall(
+            "SELECT chunk_id, n_tokens, vectors FROM embeddings WHERE chunk_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY chunk_id",
+            ("[" + ",".join(map(str, chosen)) + "]",),
+        )
+        codec = codecs.get_codec(str(head["codec"]))
+        return await asyncio.to_thread(assemble_embeddings, rows, codec, int(head["dim"]), int(head["version"]))
+
     async def store_compressed(
         self, index_id: int, generation: int, rows: Sequence[tuple[int, np.ndarray, np.ndarray]]
     ) -> bool:
@@ -176,8 +196,9 @@ def _assemble(rows: Sequence[sqlite3.Row], width: int, generation: int, version:
     lengths = np.fromiter((len(row[1]) // 2 for row in present), dtype=np.int64, count=len(present))
     offsets = np.zeros(len(present) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    codes = np.frombuffer(b"".join(row[1] for row in present), _U16).astype(np.uint16)
-    residuals = np.frombuffer(b"".join(row[2] for row in present), np.uint8).reshape(-1, width)
+    # bytearray: one copy, and writable arrays (torch.from_numpy warns on read-only ones)
+    codes = np.frombuffer(bytearray().join(row[1] for row in present), _U16).astype(np.uint16, copy=False)
+    residuals = np.frombuffer(bytearray().join(row[2] for row in present), np.uint8).reshape(-1, width)
     if len(residuals) != len(codes):
         raise ValueError(f"compressed rows hold {len(codes)} centroid ids but {len(residuals)} residual rows")
     return CompressedMatrix(
