@@ -2,9 +2,10 @@
 
 Stages (Santhanam et al., "PLAID", 2022), for a query Q (q × dim) and centroids C:
 1. S = Q·Cᵀ. Each query token probes its `nprobe` best centroids; tokens stored under a probed centroid make their
-   passages candidates, scored by Σ_i max_j S[i, code_j] over those tokens only (a cheap lower bound).
-2. The best `4·ndocs` candidates get full centroid interaction: the same sum over all their tokens' centroids.
-3. The best `ndocs` are decompressed (centroid + residual buckets) and scored with exact MaxSim; the best k are kept.
+   passages candidates, scored by Σ_i max_j S[i, code_j] over those tokens only (PLAID's pruned interaction).
+2. The best `ndocs` candidates get full centroid interaction: the same sum over all their tokens' centroids.
+3. The best `ndocs / 4` are decompressed (centroid + residual buckets) and scored with exact MaxSim; the best k are
+   kept. The stage sizes are PLAID's for k = 10 (ndocs = 256).
 `exact_scores` (every passage decompressed, then MaxSim) is the reference the pruned path is tested against.
 """
 
@@ -19,7 +20,7 @@ from rag_engine.colbert.maxsim import maxsim_batch
 from rag_engine.retrieval.residual import Codebook
 
 NPROBE = 8
-#: Passages decompressed and scored exactly per query, at least (more when k is large).
+#: Candidates given full centroid interaction per query, at least (more when k is large); a quarter are decompressed.
 NDOCS = 256
 #: Tokens decompressed at once by `exact_scores`.
 DECOMPRESS_BLOCK = 1 << 16
@@ -105,11 +106,11 @@ def exact_scores(index: CompressedIndex, query: np.ndarray) -> np.ndarray:
 def pruned_top_k(
     index: CompressedIndex, query: np.ndarray, k: int, *, nprobe: int = NPROBE, ndocs: int = NDOCS
 ) -> list[tuple[int, float]]:
-    """Best-first (chunk_id, MaxSim) of the k best passages, scoring exactly only the most promising `ndocs`."""
+    """Best-first (chunk_id, MaxSim) of the k best passages; only the most promising `ndocs / 4` are decompressed."""
     if len(index) == 0 or k <= 0:
         return []
     device = index.codes.device
-    ndocs = max(ndocs, 4 * k)
+    ndocs = max(ndocs, 8 * k)
     with torch.inference_mode():
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device)
         centroid_scores = (q @ index.centroids.T).T.contiguous()  # (K, q): a gather by code reads one row
@@ -120,7 +121,7 @@ def pruned_top_k(
         # 1. candidates: passages with a token under a probed centroid, scored on those tokens only
         rows = torch.nonzero(probed[index.codes]).reshape(-1)
         candidates = _segment_scores(centroid_scores[index.codes[rows]], index.owner[rows], len(index))
-        passages = _best(candidates, 4 * ndocs)
+        passages = _best(candidates, ndocs)
 
         # 2. full centroid interaction on the best candidates
         rows = index.rows_of(passages)
@@ -128,7 +129,7 @@ def pruned_top_k(
             torch.arange(len(passages), device=device), index.offsets[passages + 1] - index.offsets[passages]
         )
         approx = _segment_scores(centroid_scores[index.codes[rows]], local, len(passages))
-        passages = passages[_best(approx, ndocs)]
+        passages = passages[_best(approx, ndocs // 4)]
 
         # 3. exact MaxSim on decompressed vectors
         rows = index.rows_of(passages)
