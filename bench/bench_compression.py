@@ -1,7 +1,7 @@
 """Index compression fidelity: bytes per token and top-10 overlap with the float16 index, on real encoder vectors
 and on random ones; recall@5 of the retrieval-quality questions with float16 vs compressed + pruned.
 
-    python bench/bench_compression.py [--encoder DIR] [--random-chunks 3000]
+    python bench/bench_compression.py [--encoder DIR] [--random-chunks 1000] [--sample PATH]
 
 --encoder: all-MiniLM-L6-v2 as a colbert-ir checkpoint (384 → 128 by a seeded random orthonormal linear.weight;
 TOOLCHAIN.md), default ~/.cache/paperbot-tests/real-models/minilm-colbert (`python -m training.real_models DIR`
@@ -84,7 +84,9 @@ def recall_at_5(index: CompressedIndex | None, q_vectors, f16, offsets, where, q
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER)
-    parser.add_argument("--random-chunks", type=int, default=3000)
+    parser.add_argument("--random-chunks", type=int, default=1000)
+    parser.add_argument("--sample", type=Path, default=Path(__file__).resolve().parents[1] / ".device/search-real.npz",
+                        help="encoded passages kept by bench/synthetic.py (made here first when missing)")
     args = parser.parse_args()
     print(describe())
     header = (
@@ -96,19 +98,16 @@ def main() -> None:
     print(header)
 
     rng = np.random.default_rng(0)
-    if args.encoder.is_dir():
-        from rag_engine.colbert.encoder import ColBERTEncoder
+    results: dict = {}
+    if args.encoder.is_dir() or args.sample.exists():
+        from bench import synthetic
         from tests.test_retrieval_quality import QUESTIONS
 
-        encoder = ColBERTEncoder.load(str(args.encoder), args.encoder.parent, "cpu")
-        texts, where = real_passages()
-        docs = encoder.encode_documents(texts, batch_size=32)
-        offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
-        vectors = np.concatenate(docs).astype(np.float32)
-        sentences = [texts[i].split(". ")[0][:200] for i in rng.choice(len(texts), 40, replace=False)]
-        questions = [q for _, q, _ in QUESTIONS]
-        q_vectors = list(encoder.encode_queries(questions + sentences))
-        results = {}
+        sample = synthetic.real_sample(args.sample, args.encoder)  # the same passages, encoded once and kept
+        _, where = real_passages()
+        offsets = sample.offsets
+        vectors = np.load(args.sample)["vectors"].astype(np.float32)
+        q_vectors = list(sample.query_vectors)  # the 10 questions, then 40 sentences of the papers
         for nbits in (1, 2):
             results[nbits] = fidelity("MiniLM colbert-ir (real papers)", vectors, offsets, q_vectors, nbits)
     else:
@@ -126,7 +125,7 @@ def main() -> None:
     for nbits in (1, 2):
         fidelity("random unit (noisy-copy queries)", random_vectors, offsets_r, random_queries, nbits)
 
-    if args.encoder.is_dir():
+    if results:
         print("\nRecall@5 (answer page among the 5 best passages), ColBERT alone, the 10 questions of "
               "tests/test_retrieval_quality.py:\n")
         print("| index | found in top 5 |\n| --- | ---: |")
