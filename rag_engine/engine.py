@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import InvalidQuestion
 from rag_engine.ingest import Ingestor, Progress
-from rag_engine.retrieval import BruteForceScorer, Retriever
+from rag_engine.retrieval import CompressedScorer, Retriever
+from rag_engine.retrieval.cache import VectorCache
 from rag_engine.retrieval.search import Mode, SearchResult
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, IngestReport, Turn
@@ -46,7 +47,9 @@ class Engine:
         self.settings = settings
         self.encoders = EncoderService(settings)
         self.ingestor = Ingestor(db, self.encoders, settings)
-        self.retriever = Retriever(db, BruteForceScorer(db), self.encoders.encode_query)
+        cache = VectorCache(int(settings.vector_cache_mb * 2**20))
+        scorer = CompressedScorer(db, cache=cache, device=settings.device)
+        self.retriever = Retriever(db, scorer, self.encoders.encode_query)
 
     @classmethod
     @contextlib.asynccontextmanager

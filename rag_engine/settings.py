@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     min_relevance: float = Field(
         0.5, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
     )
+    vector_cache_mb: float = Field(
+        1024.0, ge=0, description="Decoded token vectors kept in memory across all channels (MiB), least recent out first."
+    )
 
     # --- input limits ------------------------------------------------------------------------------------------------
     max_file_mb: float = Field(50.0, gt=0, description="Largest PDF accepted, in MiB.")

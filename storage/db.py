@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from storage.activity import ActivityRepository
+from storage.compressed import CompressedRepository
 from storage.connection import Connection
 from storage.jobs import JobRepository
 from storage.migrations import MIGRATIONS, Migration
 from storage.repository import Repository
 
 
-class Database(Repository, JobRepository, ActivityRepository):
+class Database(Repository, JobRepository, ActivityRepository, CompressedRepository):
     """An open paperbot database: one connection, WAL, foreign keys on, migrations applied at open."""
 
     @classmethod

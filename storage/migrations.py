@@ -156,7 +156,33 @@ V3_JOB_LEASE: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN lease_until TEXT",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1_INITIAL, V2_FEEDBACK_HEARTBEAT, V3_JOB_LEASE)
+# --- 4: compressed token embeddings (centroid id + residual bits per token) beside the float16 originals -------------
+# The float16 rows stay the source of truth (centroids are retrained from them as an index grows); search reads the
+# compressed rows. `generation` ties rows to the codebook they were made with: a retrain bumps it.
+V4_COMPRESSED_EMBEDDINGS: tuple[str, ...] = (
+    """
+    CREATE TABLE codebooks (
+        index_id        INTEGER PRIMARY KEY REFERENCES indexes(id) ON DELETE CASCADE,
+        generation      INTEGER NOT NULL,
+        nbits           INTEGER NOT NULL CHECK (nbits IN (1, 2, 4)),
+        trained_tokens  INTEGER NOT NULL,       -- how many vectors the index held when this was trained
+        centroids       BLOB NOT NULL,          -- float32 (K, dim), little-endian
+        cutoffs         BLOB NOT NULL,          -- float32 (dim, 2^nbits - 1)
+        weights         BLOB NOT NULL,          -- float32 (dim, 2^nbits)
+        created_at      TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE compressed_embeddings (
+        chunk_id    INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+        generation  INTEGER NOT NULL,
+        codes       BLOB NOT NULL,              -- uint16 centroid id per token, little-endian
+        residuals   BLOB NOT NULL               -- n_tokens × dim·nbits/8 packed bucket ids
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1_INITIAL, V2_FEEDBACK_HEARTBEAT, V3_JOB_LEASE, V4_COMPRESSED_EMBEDDINGS)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

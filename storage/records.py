@@ -83,6 +83,11 @@ class EmbeddingMatrix:
     vectors: np.ndarray  # float16 (n_tokens, dim)
     version: int  # the index's change counter when it was read
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (what a vector cache budgets)."""
+        return int(self.chunk_ids.nbytes + self.offsets.nbytes + self.vectors.nbytes)
+
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:

@@ -401,7 +401,7 @@ class Repository:
             (index_id, doc_id, doc_id),
         )
         codec = codecs.get_codec(index.codec)
-        return await asyncio.to_thread(_assemble, rows, codec, index.dim, index.version)
+        return await asyncio.to_thread(assemble_embeddings, rows, codec, index.dim, index.version)
 
     # === helpers ======================================================================================================
     async def _index_name(self, index_id: int) -> str:
@@ -432,7 +432,7 @@ def _encode_chunks(chunks: Sequence[NewChunk], codec: codecs.Codec, dim: int) ->
     return encoded
 
 
-def _assemble(rows: Sequence[sqlite3.Row], codec: codecs.Codec, dim: int, version: int) -> EmbeddingMatrix:
+def assemble_embeddings(rows: Sequence[sqlite3.Row], codec: codecs.Codec, dim: int, version: int) -> EmbeddingMatrix:
     """One join of the blobs, one decode, offsets from the token counts."""
     n_tokens = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)

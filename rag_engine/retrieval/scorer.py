@@ -1,6 +1,5 @@
-"""The scorer interface between retrieval and stored token embeddings, and its brute-force implementation.
-
-A compressed codec or candidate pruning (PLAID-style centroids) replaces `BruteForceScorer` behind the same interface.
+"""The scorer interface between retrieval and stored token embeddings, and its brute-force implementation: the
+exact reference, and what scores indexes too small to compress (see compressed_scorer.py).
 """
 
 from __future__ import annotations
@@ -8,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
 
 from rag_engine.colbert.maxsim import maxsim_batch
+from rag_engine.retrieval.cache import VectorCache
 from storage.db import Database
 from storage.records import EmbeddingMatrix, IndexRecord
 
@@ -36,27 +35,23 @@ class Scorer(ABC):
 class BruteForceScorer(Scorer):
     """Exact MaxSim over every visible chunk. Embeddings are cached per index until the index changes."""
 
-    def __init__(self, db: Database, *, max_cached: int = 8) -> None:
+    def __init__(self, db: Database, *, cache: VectorCache | None = None) -> None:
         self._db = db
-        self._cache: OrderedDict[tuple[int, int | None], EmbeddingMatrix] = OrderedDict()
-        self._max_cached = max_cached
+        self._cache = cache if cache is not None else VectorCache(FLOAT32_CACHE_BYTES)
         self._lock = asyncio.Lock()
 
     async def _matrix(self, index: IndexRecord, doc_id: int | None) -> EmbeddingMatrix:
-        key = (index.id, doc_id)
+        key = ("float", index.id, doc_id)
         version = await self._db.index_version(index.id)
         async with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and cached.version == version:
-                self._cache.move_to_end(key)
-                return cached
+            cached = self._cache.get(key, version)
+            if cached is not None:
+                return cached  # type: ignore[return-value]
             matrix = await self._db.load_embeddings(index.id, doc_id=doc_id)
-            if matrix.vectors.nbytes * 2 <= FLOAT32_CACHE_BYTES:
+            if matrix.vectors.nbytes * 2 <= min(FLOAT32_CACHE_BYTES, self._cache.budget_bytes):
                 # float32 once here instead of a cast per query: about half of MaxSim's time on a CPU
                 matrix = replace(matrix, vectors=matrix.vectors.astype(np.float32))
-            self._cache[key] = matrix
-            while len(self._cache) > self._max_cached:
-                self._cache.popitem(last=False)
+            self._cache.put(key, matrix, matrix.version)
             log.debug("loaded %d chunks of index %s (version %d)", len(matrix.chunk_ids), index.name, version)
             return matrix
 

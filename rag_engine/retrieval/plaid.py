@@ -1,0 +1,165 @@
+"""A compressed index held in memory (torch tensors, on the CPU or a GPU) and PLAID-style pruned MaxSim over it.
+
+Stages (Santhanam et al., "PLAID", 2022), for a query Q (q × dim) and centroids C:
+1. S = Q·Cᵀ. Each query token probes its `nprobe` best centroids; tokens stored under a probed centroid make their
+   passages candidates, scored by Σ_i max_j S[i, code_j] over those tokens only (PLAID's pruned interaction).
+2. The best `ndocs` candidates get full centroid interaction: the same sum over all their tokens' centroids.
+3. The best `ndocs / 4` are decompressed (centroid + residual buckets) and scored with exact MaxSim; the best k are
+   kept. The stage sizes are PLAID's for k = 10 (ndocs = 256).
+`exact_scores` (every passage decompressed, then MaxSim) is the reference the pruned path is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rag_engine.colbert.maxsim import maxsim_batch
+from rag_engine.retrieval.residual import Codebook
+
+NPROBE = 8
+#: Candidates given full centroid interaction per query, at least (more when k is large); a quarter are decompressed.
+NDOCS = 256
+#: Tokens decompressed at once by `exact_scores`.
+DECOMPRESS_BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class CompressedIndex:
+    """Every visible chunk's compressed vectors, ready to score; `chunk_ids[i]` owns rows offsets[i]:offsets[i+1]."""
+
+    chunk_ids: np.ndarray  # int64 (n,)
+    offsets: torch.Tensor  # int64 (n + 1,)
+    codes: torch.Tensor  # int32 (tokens,)
+    residuals: torch.Tensor  # uint8 (tokens, dim·nbits/8)
+    owner: torch.Tensor  # int64 (tokens,): passage of each token row
+    centroids: torch.Tensor  # float32 (K, dim)
+    table: torch.Tensor  # float32 (dim·nbits/8, 256, 8/nbits): residual values of each byte, per byte position
+    version: int
+
+    @classmethod
+    def build(
+        cls,
+        book: Codebook,
+        chunk_ids: np.ndarray,
+        offsets: np.ndarray,
+        codes: np.ndarray,
+        residuals: np.ndarray,
+        version: int,
+        device: str = "cpu",
+    ) -> CompressedIndex:
+        lengths = np.diff(offsets)
+        return cls(
+            chunk_ids=np.asarray(chunk_ids, dtype=np.int64),
+            offsets=torch.from_numpy(np.asarray(offsets, dtype=np.int64)).to(device),
+            codes=torch.from_numpy(codes.astype(np.int32)).to(device),
+            residuals=torch.from_numpy(np.ascontiguousarray(residuals)).to(device),
+            owner=torch.from_numpy(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)).to(device),
+            centroids=torch.from_numpy(np.ascontiguousarray(book.centroids, dtype=np.float32)).to(device),
+            table=torch.from_numpy(book.table).to(device),
+            version=version,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.offsets, self.codes, self.residuals, self.owner, self.centroids, self.table)
+        return self.chunk_ids.nbytes + sum(t.numel() * t.element_size() for t in tensors)
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    def decompress(self, rows: torch.Tensor) -> torch.Tensor:
+        """Unit float32 vectors of the given token rows."""
+        positions, per_value = self.table.shape[0], self.table.shape[1]
+        # one index_select over a flat (positions·256, 8/nbits) table: much faster than 2-D advanced indexing
+        flat = self.residuals[rows].long() + torch.arange(positions, device=rows.device) * per_value
+        residual = self.table.reshape(positions * per_value, -1).index_select(0, flat.reshape(-1))
+        vectors = self.centroids[self.codes[rows].long()] + residual.reshape(len(rows), -1)
+        return torch.nn.functional.normalize(vectors, dim=1)
+
+    def rows_of(self, passages: torch.Tensor) -> torch.Tensor:
+        """Token rows of the given passages, passage after passage."""
+        starts, ends = self.offsets[passages], self.offsets[passages + 1]
+        lengths = ends - starts
+        base = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+        return base + torch.arange(int(lengths.sum()), device=base.device)
+
+
+def exact_scores(index: CompressedIndex, query: np.ndarray) -> np.ndarray:
+    """MaxSim of every passage over its decompressed vectors: (n,) float32, the reference for `pruned_top_k`."""
+    offsets = index.offsets.cpu().numpy()
+    scores = np.zeros(len(index), dtype=np.float32)
+    with torch.inference_mode():
+        start = 0
+        while start < len(index):
+            end = int(np.searchsorted(offsets, offsets[start] + DECOMPRESS_BLOCK, side="right")) - 1
+            end = min(max(end, start + 1), len(index))
+            rows = torch.arange(int(offsets[start]), int(offsets[end]), device=index.codes.device)
+            vectors = index.decompress(rows).cpu().numpy()
+            scores[start:end] = maxsim_batch(query, vectors, offsets[start : end + 1] - offsets[start])
+            start = end
+    return scores
+
+
+def pruned_top_k(
+    index: CompressedIndex, query: np.ndarray, k: int, *, nprobe: int = NPROBE, ndocs: int = NDOCS
+) -> list[tuple[int, float]]:
+    """Best-first (chunk_id, MaxSim) of the k best passages; only the most promising `ndocs / 4` are decompressed."""
+    if len(index) == 0 or k <= 0:
+        return []
+    device = index.codes.device
+    ndocs = max(ndocs, 8 * k)
+    with torch.inference_mode():
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device)
+        centroid_scores = (q @ index.centroids.T).T.contiguous()  # (K, q): a gather by code reads one row
+        probe = centroid_scores.topk(min(nprobe, len(centroid_scores)), dim=0).indices.reshape(-1)
+        probed = torch.zeros(len(centroid_scores), dtype=torch.bool, device=device)
+        probed[probe] = True
+
+        # 1. candidates: passages with a token under a probed centroid, scored on those tokens only
+        rows = torch.nonzero(probed[index.codes]).reshape(-1)
+        candidates = _segment_scores(centroid_scores[index.codes[rows]], index.owner[rows], len(index))
+        passages = _best(candidates, ndocs)
+
+        # 2. full centroid interaction on the best candidates
+        rows = index.rows_of(passages)
+        local = torch.repeat_interleave(
+            torch.arange(len(passages), device=device), index.offsets[passages + 1] - index.offsets[passages]
+        )
+        approx = _segment_scores(centroid_scores[index.codes[rows]], local, len(passages))
+        passages = passages[_best(approx, ndocs // 4)]
+
+        # 3. exact MaxSim on decompressed vectors
+        rows = index.rows_of(passages)
+        lengths = index.offsets[passages + 1] - index.offsets[passages]
+        local = torch.repeat_interleave(torch.arange(len(passages), device=device), lengths)
+        sims = index.decompress(rows) @ q.T
+        exact = _segment_scores(sims, local, len(passages))
+        order = torch.argsort(exact, descending=True, stable=True)[:k]
+        best = passages[order].cpu().numpy()
+        values = exact[order].cpu().numpy()
+    return [(int(index.chunk_ids[p]), float(s)) for p, s in zip(best, values, strict=True)]
+
+
+def _segment_scores(sims: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ over query tokens of the max over each owner's rows: (n,), 0 for owners without rows. `owner` must be
+    non-decreasing (rows grouped by passage), which every stage guarantees."""
+    if sims.is_cuda:
+        best = torch.full((n, sims.shape[1]), float("-inf"), device=sims.device, dtype=sims.dtype)
+        best.scatter_reduce_(0, owner[:, None].expand_as(sims), sims, reduce="amax")
+        return torch.where(torch.isinf(best), torch.zeros_like(best), best).sum(dim=1)
+    # On a CPU, numpy's reduceat over contiguous segments is several times faster than scatter_reduce.
+    out = np.zeros(n, dtype=np.float32)
+    if len(owner):
+        ids = owner.numpy()
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        out[ids[starts]] = np.maximum.reduceat(sims.numpy(), starts, axis=0).sum(axis=1)
+    return torch.from_numpy(out)
+
+
+def _best(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the n highest scores (all of them when there are fewer)."""
+    n = min(n, len(scores))
+    return torch.topk(scores, n).indices
