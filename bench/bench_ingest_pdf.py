@@ -1,11 +1,15 @@
 """PDF reading and chunking speed on this machine, and the cost of hostile files.
 
-    python bench/bench_ingest_pdf.py [--models DIR] [--repeat 3]
+    python bench/bench_ingest_pdf.py [--models DIR] [--repeat 3] [--hostile-only] [--code DIR] [--timeout 120]
 
 Prints, per real paper: pages, extraction time and pages/s, chunks and chunking time (bert-base-uncased WordPiece,
 the colbertv2.0 vocabulary, at the default 180 tokens with 32 overlap); then the peak memory and time of the
 deflate bomb (in a fresh process, so the peak is its own) and the time to refuse the 1,200-page file.
+Then one row per hostile file of scripts/make_hostile_pdfs.py: `extract_pdf` in a fresh process (outcome, time, peak
+RSS; killed after --timeout), and the ingest path's isolated reader with the default budget (outcome, wall time with
+the child's start, the child's peak RSS).
 --models: a tiny_models output whose colbert/tokenizer.json is used (default: the test cache, built if missing).
+--code: another checkout to time `extract_pdf` from (e.g. main before a fix, for before/after figures).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MAX_PAGES = 600
 
 _BOMB_PROBE = """
 import resource, sys, time
+sys.modules['pymupdf.layout'] = None  # an optional PyMuPDF add-on the reader never uses (as in the isolated reader)
 from rag_engine.errors import UnsupportedFile
 from rag_engine.pdf import extract_pdf
 data = open(sys.argv[1], 'rb').read()
@@ -40,10 +45,59 @@ try:
     outcome = 'indexed'
 except UnsupportedFile as error:
     outcome = type(error).__name__
+except MemoryError:
+    outcome = 'MemoryError'
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(outcome, seconds, before, peak)
 """
+
+
+_ISOLATED_PROBE = """
+import asyncio, resource, sys, time
+from rag_engine.errors import UnsupportedFile
+from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
+from rag_engine.settings import Settings
+settings = Settings(_env_file=None)
+budget = ExtractionBudget(settings.pdf_cpu_seconds, settings.pdf_memory_mb << 20)
+data = open(sys.argv[1], 'rb').read()
+started = time.perf_counter()
+try:
+    asyncio.run(extract_pdf_isolated(data, max_bytes=50 * 2**20, max_pages=600, budget=budget))
+    outcome = 'indexed'
+except UnsupportedFile as error:
+    outcome = error.reason
+seconds = time.perf_counter() - started
+print(outcome, seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _hostile_rows(code: Path, timeout: float) -> None:
+    """One row per hostile file: `extract_pdf` from `code` in a fresh process, then the ingest path's reader."""
+    import os
+    import tempfile
+
+    from scripts.make_hostile_pdfs import HOSTILE
+
+    print(f"\nhostile files (extract_pdf from {code}; isolated: the ingest path, default budget)")
+    print(f"{'file':<18} {'bytes':>8} {'outcome':>12} {'s':>8} {'peak MiB':>8} | {'isolated':>12} {'s':>6} {'MiB':>6}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, build in HOSTILE.items():
+            path = Path(folder) / name
+            path.write_bytes(build())
+            env = os.environ | {"PYTHONPATH": str(code)}
+            try:
+                probe = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(path)], cwd=code, env=env,
+                                       capture_output=True, text=True, check=True, timeout=timeout)
+                outcome, seconds, _, peak = probe.stdout.split()
+                cells = f"{outcome:>12} {float(seconds):>8.2f} {int(peak) / 1024:>8.0f}"
+            except subprocess.TimeoutExpired:
+                cells = f"{'killed':>12} {'>' + format(timeout, '.0f'):>8} {'?':>8}"
+            isolated = subprocess.run([sys.executable, "-c", _ISOLATED_PROBE, str(path)], cwd=REPO,
+                                      capture_output=True, text=True, check=True)
+            outcome, seconds, peak = isolated.stdout.split()
+            print(f"{name:<18} {path.stat().st_size:>8,} {cells} | {outcome:>12} {float(seconds):>6.2f} "
+                  f"{int(peak) / 1024:>6.0f}")
 
 
 def _tokenizer(models: Path | None):
@@ -73,7 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile files' table")
+    parser.add_argument("--code", type=Path, default=REPO, help="checkout whose extract_pdf the hostile rows time")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a hostile probe is killed")
     args = parser.parse_args(argv)
+    if args.hostile_only:
+        _hostile_rows(args.code.resolve(), args.timeout)
+        return
     count = _tokenizer(args.models)
 
     print(f"{'paper':<18} {'pages':>5} {'extract s':>9} {'pages/s':>8} {'chunks':>6} {'chunk s':>8} {'mean tok':>8}")
@@ -114,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         except TooLarge:
             times.append(time.perf_counter() - started)
     print(f"many_pages_1200.pdf: refused (TooLarge) in {statistics.median(times) * 1000:.1f} ms (median)")
+    _hostile_rows(args.code.resolve(), args.timeout)
 
 
 if __name__ == "__main__":

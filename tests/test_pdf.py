@@ -24,7 +24,7 @@ from rag_engine.errors import (
     TooLarge,
     UnsupportedFile,
 )
-from rag_engine.pdf import budget, compose, extract, extract_pdf
+from rag_engine.pdf import budget, cleanup, compose, extract, extract_pdf
 from rag_engine.types import ExtractedPdf
 from tests.conftest import EDGE_PDFS, REAL_PDFS, REPO
 
@@ -125,7 +125,48 @@ def test_junk_metadata_title_is_replaced_by_the_text() -> None:
     assert pymupdf.open(EDGE_PDFS / "title_is_filename.pdf").metadata["title"].startswith("Microsoft Word")
     title = _extract("title_is_filename.pdf").title
     assert "Microsoft" not in title and ".docx" not in title
-    assert title.startswith("Page 1. Late interaction retrieval")
+    assert title == "title_is_filename"  # the page has no title font: the file name tells it apart
+
+
+def test_titles_from_page_text_tell_the_papers_apart() -> None:
+    """Five edge files share their body text: their titles were all "Page 1. Late interaction retrieval…"."""
+    titles = {}
+    for path in sorted(EDGE_PDFS.glob("*.pdf")):
+        if EDGE_OUTCOMES[path.name] is None:
+            titles[path.name] = _extract(path.name).title
+    assert not [title for title in titles.values() if re.match(r"page\s*\d", title, re.IGNORECASE)], titles
+    assert len(set(titles.values())) == len(titles), titles
+    assert titles["ok_minimal.pdf"] == "ok_minimal"
+
+
+def test_title_fallback_is_the_file_name_never_a_section_name_or_page_label() -> None:
+    def build(lines: list[tuple[str, float, str]]) -> bytes:
+        doc = pymupdf.open()
+        page = doc.new_page()
+        y = 80
+        for text, size, font in lines:
+            page.insert_text((72, y), text, fontsize=size, fontname=font)
+            y += 2.2 * size
+        page.insert_textbox(pymupdf.Rect(72, y, 540, 700), "Body words of the paper. " * 30, fontsize=10)
+        return doc.tobytes()
+
+    def title(data: bytes, filename: str = "") -> str:
+        return extract_pdf(data, max_bytes=MAX_BYTES, max_pages=MAX_PAGES, filename=filename).title
+
+    body = [("Page 1. Late interaction retrieval encodes queries", 10, "helv")]
+    assert title(build(body), filename="colbert_notes.pdf") == "colbert_notes"
+    assert title(build(body)) == "Late interaction retrieval encodes queries"
+    headed = [("Abstract", 10, "hebo"), ("1 Introduction", 10, "hebo"), *body]
+    assert title(build(headed), filename="colbert_notes.pdf") == "colbert_notes"  # a section name is no title
+
+
+def test_bidi_controls_are_dropped_from_titles_and_text() -> None:
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    doc = pymupdf.open()
+    doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 540, 700), "Body words of the paper. " * 30, fontsize=10)
+    doc.set_metadata({"title": f"Invoice\u202egpj.exe{bidi} paper"})  # renders as "Invoice exe.jpg paper"
+    assert extract_pdf(doc.tobytes(), max_bytes=MAX_BYTES, max_pages=MAX_PAGES).title == "Invoicegpj.exe paper"
+    assert cleanup._clean(f"Safe{bidi}Words in\u2067 the body") == "SafeWords in the body"
 
 
 def test_injected_instructions_are_kept_as_plain_text() -> None:

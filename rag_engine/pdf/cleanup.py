@@ -14,7 +14,8 @@ _HEADER_MIN_PAGES = 3
 _HEADER_MIN_SHARE = 0.4  # a line repeated in that zone on this share of the pages is a running header
 
 _DROP_CHARS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u2060\ufeff\ufffd\ue000-\uf8ff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u2060\ufeff\ufffd\ue000-\uf8ff"
+    "\u061c\u202a-\u202e\u2066-\u2069]"  # bidi controls (U+200E/200F are above): they can spoof a title's text
 )
 _DIGITS = re.compile(r"\d+")
 _WORD_BEFORE_HYPHEN = re.compile(r"(?<![\w-])([\w-]*\w)-$")

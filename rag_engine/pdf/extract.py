@@ -43,7 +43,8 @@ def extract_pdf(data: bytes, *, max_bytes: int, max_pages: int, filename: str = 
             "This PDF has no text layer: it looks like a scanned document (pictures of pages), and OCR is not "
             "supported. Please upload a version with selectable text."
         )
-    return ExtractedPdf(title=_title(metadata_title, raw_pages, filename), page_count=page_count, pages=tuple(pages))
+    title = _title(metadata_title, raw_pages, filename, pages[0].headings if pages else ())
+    return ExtractedPdf(title=title, page_count=page_count, pages=tuple(pages))
 
 
 def _alnum(text: str) -> int:

@@ -1,5 +1,7 @@
 """Choosing a title: the metadata title unless it is junk (a placeholder, a file name, a word-processor label), else the
-largest text at the top of the first page, else the file name."""
+text set in a title font at the top of the first page, else the first page's first heading that is not a section name,
+else the file name, else the first line without its page label. Never "Page 1. …" for every paper of a kind: a title
+must tell papers apart in a listing (issue #9)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections import Counter
 from pathlib import PurePath
 
 from rag_engine.pdf.cleanup import _clean
+from rag_engine.pdf.headings import _KNOWN_HEADINGS, _NUMBERED_HEADING
 from rag_engine.pdf.layout import _reading_order
 from rag_engine.pdf.lines import _Block
 
@@ -17,17 +20,34 @@ _JUNK_TITLE = re.compile(
     r"|\.(docx?|pdf|tex|dvi|txt|rtf|odt|ps|indd)$",  # a file name
     re.IGNORECASE,
 )
+_PAGE_LABEL = re.compile(r"^(?:page|p\.)\s*\d+\s*[.:\-–—]?\s*", re.IGNORECASE)  # "Page 1. ", "p. 3 – "
 
 
-def _title(metadata_title: str, raw_pages: list[list[_Block]], filename: str) -> str:
-    stem = PurePath(filename).stem if filename else ""
+def _title(
+    metadata_title: str, raw_pages: list[list[_Block]], filename: str, headings: tuple[tuple[int, str], ...] = ()
+) -> str:
+    """`headings`: the first page's headings, as composed (offset, text)."""
+    stem = _clean(PurePath(filename).stem) if filename else ""
     meta = _clean(metadata_title)
     if not _junk_title(meta, stem):
         return meta[:300]
-    from_text = _largest_text(raw_pages[0]) if raw_pages else ""
+    first_page = raw_pages[0] if raw_pages else []
+    from_text = _largest_text(first_page, title_font_only=True)
     if from_text:
         return from_text
-    return stem or "Untitled document"
+    heading = next((text for _, text in headings if not _is_section_name(text)), "")
+    if heading:
+        return heading[:200]
+    if stem:
+        return stem
+    return _PAGE_LABEL.sub("", _largest_text(first_page, title_font_only=False)) or "Untitled document"
+
+
+def _is_section_name(heading: str) -> bool:
+    """"Abstract", "1 Introduction", "A. Appendix": a section every paper has, so no title."""
+    match = _NUMBERED_HEADING.match(heading)
+    name = match.group(1) if match else heading
+    return name.rstrip(":").lower() in _KNOWN_HEADINGS
 
 
 def _junk_title(title: str, stem: str) -> bool:
@@ -39,8 +59,10 @@ def _junk_title(title: str, stem: str) -> bool:
     return " " not in title and ("_" in title or "." in title)  # an identifier such as "anaphora_resolution2_new"
 
 
-def _largest_text(blocks: list[_Block]) -> str:
-    """The first run of lines in the largest font on the page's upper part, e.g. a title over two lines."""
+def _largest_text(blocks: list[_Block], *, title_font_only: bool) -> str:
+    """The first run of lines in the largest font on the page's upper part, e.g. a title over two lines.
+
+    When no line is larger than the body text: "" with `title_font_only`, else the first line."""
     lines = [
         line
         for block in _reading_order(blocks)
@@ -56,7 +78,10 @@ def _largest_text(blocks: list[_Block]) -> str:
     sizes: Counter[int] = Counter()
     for line in lines:
         sizes[round(line.size)] += len(line.text)
-    most_lines = 1 if biggest <= sizes.most_common(1)[0][0] + 0.5 else 3  # no title font: the first line will do
+    no_title_font = biggest <= sizes.most_common(1)[0][0] + 0.5
+    if no_title_font and title_font_only:
+        return ""
+    most_lines = 1 if no_title_font else 3
     picked: list[str] = []
     started = False
     for line in upper:
