@@ -16,11 +16,12 @@ from pathlib import Path
 from storage.activity import ActivityRepository
 from storage.connection import Connection
 from storage.jobs import JobRepository
+from storage.maintenance import MaintenanceRepository
 from storage.migrations import MIGRATIONS, Migration
 from storage.repository import Repository
 
 
-class Database(Repository, JobRepository, ActivityRepository):
+class Database(Repository, JobRepository, ActivityRepository, MaintenanceRepository):
     """An open paperbot database: one connection, WAL, foreign keys on, migrations applied at open."""
 
     @classmethod
@@ -54,6 +55,10 @@ class Database(Repository, JobRepository, ActivityRepository):
             name: await self._db.pragma(name)
             for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
         }
+
+    async def backup(self, target: str | Path) -> None:
+        """A consistent copy of the database in `target` (SQLite's online backup; safe while the bot runs)."""
+        await self._db.backup_to(target)
 
     async def integrity_check(self) -> str:
         """ "ok" when healthy: `PRAGMA integrity_check`'s verdict, then the full-text index checked against chunks."""
