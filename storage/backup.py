@@ -9,6 +9,7 @@ refuses a file that is damaged, is not a paperbot database, or was written by a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -130,7 +131,7 @@ def restore_database(source: Path, database: Path, known_version: int) -> Path |
             _copy_file_database(database, private_file(kept))  # folds any WAL content into the kept copy
         partial = private_file(database.with_name(f".{database.name}.{secrets.token_hex(4)}.part"))
         try:
-            _copy_file_database(source, partial, read_only=True)
+            _copy_file_database(source, partial, read_only=True, forget_heartbeat=True)
             for suffix in ("-wal", "-shm"):  # the old file's; nobody has it open (we hold the lock)
                 Path(f"{database}{suffix}").unlink(missing_ok=True)
             os.replace(partial, database)
@@ -143,23 +144,18 @@ def restore_database(source: Path, database: Path, known_version: int) -> Path |
     return kept
 
 
-def _copy_file_database(source: Path, target: Path, *, read_only: bool = False) -> None:
+def _copy_file_database(source: Path, target: Path, *, read_only: bool = False, forget_heartbeat: bool = False) -> None:
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True) if read_only else sqlite3.connect(source)
     try:
-        dest = sqlite3.connect(target)
+        dest = sqlite3.connect(target, isolation_level=None)
         try:
             src.backup(dest)
             dest.execute("PRAGMA journal_mode = DELETE")
+            if forget_heartbeat:  # a backup taken from a running bot carries its last beat; no bot runs on this copy
+                with contextlib.suppress(sqlite3.OperationalError):  # no heartbeat table before schema 2
+                    dest.execute("DELETE FROM heartbeat")
         finally:
             dest.close()
     finally:
         src.close()
 
-
-def database_in_use(database: Path) -> bool:
-    """True while some process has `database` open (holds its lock)."""
-    try:
-        with DatabaseLock(database, exclusive=True):
-            return False
-    except FileInUse:
-        return True

@@ -97,13 +97,19 @@ def _holder(database: Path) -> subprocess.Popen[str]:
     return holder
 
 
-async def test_restore_refuses_a_database_a_running_bot_uses(tmp_path: Path) -> None:
+async def _backed_up(tmp_path: Path, before: str, after: str) -> tuple[Path, Path]:
+    """A database with indexes `before` and `after`, and a backup taken between the two: (live, backup)."""
     live = tmp_path / "data" / "paperbot.sqlite3"
     backup = tmp_path / "backup.sqlite3"
     async with await Database.open(live) as db:
-        await db.get_or_create_index("keep-me", "enc", CODEC_ID, 4)
+        await db.get_or_create_index(before, "enc", CODEC_ID, 4)
         await db.backup(backup)
-        await db.get_or_create_index("after-backup", "enc", CODEC_ID, 4)
+        await db.get_or_create_index(after, "enc", CODEC_ID, 4)
+    return live, backup
+
+
+async def test_restore_refuses_a_database_a_running_bot_uses(tmp_path: Path) -> None:
+    live, backup = await _backed_up(tmp_path, "keep-me", "after-backup")
 
     holder = _holder(live)
     try:
@@ -117,14 +123,16 @@ async def test_restore_refuses_a_database_a_running_bot_uses(tmp_path: Path) -> 
     with pytest.raises(DatabaseBusy, match="heartbeat"):
         restore_database(backup, live, VERSION)
 
+    # A backup of a running bot carries its last beat; the restored copy must not look like a running bot.
+    async with await Database.open(live) as db:
+        await db.backup(backup)
+    elsewhere = tmp_path / "elsewhere" / "paperbot.sqlite3"
+    restore_database(backup, elsewhere, VERSION)
+    restore_database(backup, elsewhere, VERSION)
+
 
 async def test_restore_refuses_damaged_foreign_and_newer_files_and_keeps_the_replaced_one(tmp_path: Path) -> None:
-    live = tmp_path / "data" / "paperbot.sqlite3"
-    backup = tmp_path / "backup.sqlite3"
-    async with await Database.open(live) as db:
-        await db.get_or_create_index("old", "enc", CODEC_ID, 4)
-        await db.backup(backup)
-        await db.get_or_create_index("new", "enc", CODEC_ID, 4)
+    live, backup = await _backed_up(tmp_path, "old", "new")
 
     foreign = tmp_path / "foreign.sqlite3"
     with sqlite3.connect(foreign) as conn:
