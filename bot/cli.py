@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bot import commands
+from bot import commands, operations
 from bot.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
 INDEX_HELP = "the index: a free name, or discord/GUILD/CHANNEL, slack/TEAM/CHANNEL"
@@ -163,6 +163,26 @@ def run(platform: str | None) -> int:
     """
     _load_llama_cpp_first()
     return _run(commands.run, platform=platform)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), metavar="PATH")
+def backup(path: Path) -> int:
+    """Copy the database to PATH (SQLite's online backup: consistent, safe while the bot runs)."""
+    return _run(operations.backup, path=path)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), metavar="PATH")
+def restore(path: Path) -> int:
+    """Replace the database by the backup at PATH (stop the bot first; the replaced file is kept)."""
+    return _run(operations.restore, path=path)
+
+
+@cli.command()
+def prune() -> int:
+    """Delete finished jobs, orphaned papers and files, and answers past PAPERBOT_ANSWER_RETENTION_DAYS."""
+    return _run(operations.prune)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from bot.ratelimit import SlidingWindowLimiter
 from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
 from rag_engine.errors import USER_FACING, InvalidQuestion, PermissionDenied
+from rag_engine.maintenance import drop_channel
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, AnswerEvent, Failed, Final, IngestProgress, IngestReport
 
@@ -157,6 +158,16 @@ class Core:
         removed = await self.engine.clear(channel.index_name)
         log.info("user %s cleared %s (%d papers)", user.id, channel.index_name, removed)
         return removed
+
+    async def on_channel_gone(self, address: str) -> int:
+        """The bot left a channel, or it was deleted (`address`: its index name), or the bot left a whole server or
+        workspace (`address` ends with '/'). With drop_papers_when_channel_gone on, its papers and their stored
+        files are deleted; returns how many channel indexes went (0 with the setting off)."""
+        if not self.settings.drop_papers_when_channel_gone:
+            return 0
+        dropped = await drop_channel(self.engine, address)
+        log.info("channel gone: %s (%d index(es) dropped)", address, dropped)
+        return dropped
 
     async def status(self, channel: Channel) -> StatusInfo:
         summary = await self.engine.summary(channel.index_name)

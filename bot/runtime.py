@@ -13,11 +13,13 @@ from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
 from rag_engine.errors import ModelUnavailable
 from rag_engine.hub import resolve_model_file
+from rag_engine.maintenance import prune
 from rag_engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+MAINTENANCE_S = 24 * 3600.0
 
 
 @contextlib.asynccontextmanager
@@ -38,6 +40,7 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
             tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
             if heartbeat:
                 tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))
+                tasks.append(asyncio.create_task(_maintenance(engine), name="maintenance"))
             try:
                 yield core
             finally:
@@ -78,3 +81,13 @@ async def _heartbeat(engine: Engine, answerer: Answerer) -> None:
         except Exception:
             log.exception("heartbeat failed")
         await asyncio.sleep(HEARTBEAT_S)
+
+
+async def _maintenance(engine: Engine) -> None:
+    """Retention and orphan pruning, at start and then daily, for a bot that runs for months."""
+    while True:
+        try:
+            await prune(engine)
+        except Exception:
+            log.exception("pruning failed")
+        await asyncio.sleep(MAINTENANCE_S)

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     )
     pdf_memory_mb: int = Field(2048, ge=256, description="Address space reading one PDF may use, in MiB.")
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
+    job_retention_days: float = Field(30.0, gt=0, description="Finished ingestion jobs are pruned after this many days.")
+    answer_retention_days: float = Field(
+        0.0, ge=0, description="Posted answers and their votes are deleted after this many days (0 keeps them)."
+    )
+    drop_papers_when_channel_gone: bool = Field(
+        False, description="Delete a channel's papers when the bot leaves it or the channel is deleted."
+    )
     job_lease_s: float = Field(
         60.0, gt=0, description="An ingestion job not renewed for this long is presumed dead and resumed by another process."
     )

@@ -21,7 +21,10 @@ from typing import Any
 
 import aiosqlite
 
+from storage.backup import backup_before_migrating, copy_database
+from storage.errors import DatabaseBusy
 from storage.files import private_dir, private_file, tighten
+from storage.lock import DatabaseLock, FileInUse
 from storage.migrations import MIGRATIONS, Migration, apply_migrations, schema_version
 
 log = logging.getLogger(__name__)
@@ -65,9 +68,10 @@ class Transaction:
 class Connection:
     """The one connection to a paperbot file. Use `storage.db.Database`; this is its plumbing."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: str, lock: DatabaseLock | None = None) -> None:
         self._conn = conn
         self._path = path
+        self._lock = lock
         self._write_lock = asyncio.Lock()
         self._reader = Transaction(conn)  # same statements, used outside transactions for reads
 
@@ -78,26 +82,41 @@ class Connection:
         """Open (creating folders and file as needed), set pragmas, and apply pending migrations."""
         location = str(path)
         on_disk = location != ":memory:" and not location.startswith("file:")
+        lock = None
         if on_disk:
             private_dir(Path(location).parent)
             private_file(location)  # SQLite gives the -wal and -shm files the database's mode
+            lock = DatabaseLock(location)  # shared: tells `restore` that this file is in use
+            try:
+                lock.acquire()
+            except FileInUse as error:
+                raise DatabaseBusy(location) from error
         # isolation_level=None: the sqlite3 module opens no implicit transactions; we issue BEGIN ourselves.
-        conn = await aiosqlite.connect(location, isolation_level=None)
+        try:
+            conn = await aiosqlite.connect(location, isolation_level=None)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         try:
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
+            if on_disk:
+                await backup_before_migrating(conn, location, len(migrations))
             version = await apply_migrations(conn, location, migrations)
             if on_disk:  # files made by a version that did not set modes
                 for suffix in ("-wal", "-shm"):
                     tighten(location + suffix)
         except BaseException:
             await conn.close()
+            if lock is not None:
+                lock.release()
             raise
         log.debug("opened %s at schema version %d", location, version)
-        return cls(conn, location)
+        return cls(conn, location, lock)
 
     @property
     def path(self) -> str:
@@ -109,6 +128,8 @@ class Connection:
             with contextlib.suppress(ValueError, sqlite3.Error):  # already closed
                 await self._conn.execute("PRAGMA optimize")
             await self._conn.close()
+            if self._lock is not None:
+                self._lock.release()
 
     # --- reads ------------------------------------------------------------------------------------------------------
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
@@ -142,6 +163,12 @@ class Connection:
 
     async def schema_version(self) -> int:
         return await schema_version(self._conn)
+
+    async def backup_to(self, target: str | Path) -> None:
+        """Copy the database into `target` (a new file) with SQLite's online backup: a consistent snapshot, taken
+        while this and other processes keep reading and writing."""
+        async with self._write_lock:  # this connection's own writes wait; other processes' do not
+            await copy_database(self._conn, target)
 
     async def integrity_check(self) -> str:
         """`PRAGMA integrity_check`'s verdict ("ok" when healthy). If the file is fine but the full-text index

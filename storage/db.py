@@ -17,11 +17,12 @@ from storage.activity import ActivityRepository
 from storage.compressed import CompressedRepository
 from storage.connection import Connection
 from storage.jobs import JobRepository
+from storage.maintenance import MaintenanceRepository
 from storage.migrations import MIGRATIONS, Migration
 from storage.repository import Repository
 
 
-class Database(Repository, JobRepository, ActivityRepository, CompressedRepository):
+class Database(Repository, JobRepository, ActivityRepository, CompressedRepository, MaintenanceRepository):
     """An open paperbot database: one connection, WAL, foreign keys on, migrations applied at open."""
 
     @classmethod
@@ -55,6 +56,10 @@ class Database(Repository, JobRepository, ActivityRepository, CompressedReposito
             name: await self._db.pragma(name)
             for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
         }
+
+    async def backup(self, target: str | Path) -> None:
+        """A consistent copy of the database in `target` (SQLite's online backup; safe while the bot runs)."""
+        await self._db.backup_to(target)
 
     async def integrity_check(self) -> str:
         """ "ok" when healthy: `PRAGMA integrity_check`'s verdict, then the full-text index checked against chunks."""

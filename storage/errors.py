@@ -78,3 +78,15 @@ class SchemaTooNew(StorageError):
         )
         self.found = found
         self.known = known
+
+
+class DatabaseBusy(StorageError):
+    """The file is being replaced (a restore) or is in use by a running bot when it must not be."""
+
+    def __init__(self, path: str, detail: str = "a restore is replacing it") -> None:
+        super().__init__(f"The database {path} cannot be used now: {detail}.")
+        self.path = path
+
+
+class BackupRefused(StorageError):
+    """A file that cannot be restored (damaged, not a paperbot database, or from a newer paperbot)."""

@@ -79,6 +79,12 @@ class Events:
     async def on_guild_join(self, guild: discord.Guild) -> None:
         self.spawn(self.introduce(guild), name=f"discord-join-{guild.id}")
 
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        await self.core.on_channel_gone(Channel(PLATFORM, str(channel.guild.id), str(channel.id)).index_name)
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        await self.core.on_channel_gone(f"{PLATFORM}/{guild.id}/")  # every channel of the server
+
     async def introduce(self, guild: discord.Guild) -> None:
         """Introduce the bot in the first channel where it may post (the system channel when it can)."""
         me = guild.me

@@ -190,9 +190,11 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
         app.event("message")(self._on_message)
         app.event("reaction_added")(self._on_reaction)
         app.event("member_joined_channel")(self._on_member_joined)
+        app.event("member_left_channel")(self._on_member_left)
+        app.event("channel_deleted")(self._on_channel_deleted)
         # Subscribed or implied events that need no action (files arrive as `message` events of subtype file_share,
         # which carry the channel, the sender and the file objects; `file_shared` would duplicate them).
-        for name in ("file_shared", "reaction_removed", "member_left_channel", "file_created", "file_public"):
+        for name in ("file_shared", "reaction_removed", "file_created", "file_public"):
             app.event(name)(self._ignore)
         app.command("/ask")(self._on_ask)
         app.command("/papers")(self._on_papers)

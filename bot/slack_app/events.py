@@ -90,6 +90,15 @@ class MessageEvents:
         if self.core.is_allowed(channel):
             self._spawn(self._post(event["channel"], render.markdown_message(self.core.introduction())), "introduction")
 
+    async def _on_member_left(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if event.get("user") == self.bot_user_id:
+            channel = self._channel(event["channel"], body.get("team_id") or event.get("team"))
+            await self.core.on_channel_gone(channel.index_name)
+
+    async def _on_channel_deleted(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        channel = self._channel(event["channel"], body.get("team_id"))
+        await self.core.on_channel_gone(channel.index_name)
+
 
 def _without(text: str, links: list[str]) -> str:
     """`text` without `links` and other URLs (to tell "here is a paper" from a question that contains a link)."""
