@@ -131,7 +131,8 @@ def clear(index: str) -> int:
 
 @cli.command()
 @index_option()
-@click.option("--paper", default=None, metavar="ID|TITLE", help="limit the question to one paper (id or part of its title)")
+@click.option("--paper", default=None, metavar="ID|TITLE",
+              help="limit the question to one paper (id or part of its title)")
 @json_option()
 @click.argument("question", nargs=-1, required=True)
 def ask(index: str, paper: str | None, as_json: bool, question: tuple[str, ...]) -> int:

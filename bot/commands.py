@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, TextIO
 from bot.formatting import plural, source_lines
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from tqdm import tqdm
 
+    from rag_engine.engine import Engine
     from rag_engine.settings import Settings
     from rag_engine.types import Answer, IngestProgress
 
@@ -37,7 +40,7 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+def _engine(settings: Settings) -> AbstractAsyncContextManager[Engine]:
     """`Engine.open(settings)`, imported here: the engine pulls in the PDF reader and numpy."""
     from rag_engine.engine import Engine
 
@@ -98,7 +101,9 @@ async def ingest(settings: Settings, *, index: str, files: Sequence[Path]) -> in
     return EXIT_FAILED if failed else 0
 
 
-async def search(settings: Settings, *, index: str, query: str, top_k: int | None, mode: str | None, as_json: bool) -> int:
+async def search(
+    settings: Settings, *, index: str, query: str, top_k: int | None, mode: str | None, as_json: bool
+) -> int:
     async with _engine(settings) as engine:
         result = await engine.search(index, query, k=top_k, mode=mode)
     if as_json:

@@ -49,7 +49,8 @@ class ConsoleChat:
                     await self.add(Path(path).expanduser())
             elif command == "/papers":
                 papers = await self.core.list_papers(self.channel)
-                self.say("\n".join(f"{p.doc_id}\t{p.title} ({plural(p.pages, 'page')})" for p in papers) or "No papers yet: /add PATH")
+                listing = "\n".join(f"{p.doc_id}\t{p.title} ({plural(p.pages, 'page')})" for p in papers)
+                self.say(listing or "No papers yet: /add PATH")
             elif command == "/remove":
                 paper = await self.core.remove_paper(self.channel, LOCAL_USER, int(rest))
                 self.say(f"Removed {paper.title}.")
@@ -57,7 +58,8 @@ class ConsoleChat:
                 self.say(f"Removed {plural(await self.core.clear(self.channel, LOCAL_USER), 'paper')}.")
             elif command == "/status":
                 s = await self.core.status(self.channel)
-                self.say(f"{plural(s.papers, 'paper')}, {plural(s.chunks, 'passage')} · model {s.model} on {s.runs_on} · queue {s.queue_depth}")
+                size = f"{plural(s.papers, 'paper')}, {plural(s.chunks, 'passage')}"
+                self.say(f"{size} · model {s.model} on {s.runs_on} · queue {s.queue_depth}")
             elif command == "/ask":
                 paper, _, question = rest.partition(" ")
                 await self.ask(question, paper)

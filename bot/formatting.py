@@ -6,17 +6,11 @@ import re
 from collections.abc import Callable
 
 from rag_engine.types import Answer, Source
+from rag_engine.wording import plural  # re-exported: the bot layer's one way to count
+
+__all__ = ["pages_label", "plural", "source_lines", "split_message"]
 
 _FENCE = "```"
-
-
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """`count` and `noun`, in the plural unless it is one.
-
-    >>> plural(1, "page"), plural(2, "page"), plural(0, "paper"), plural(3, "index", "indexes")
-    ('1 page', '2 pages', '0 papers', '3 indexes')
-    """
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 def pages_label(source: Source) -> str:

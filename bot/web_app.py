@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from bot import health
 from bot import web_render as render
 from bot.core import APOLOGY, Core
+from bot.formatting import plural
 from bot.messages import Channel, Failed, Final, PaperInfo, Partial, Queued, Turn, User
 from rag_engine.errors import USER_FACING
 from rag_engine.settings import Settings
@@ -252,7 +253,7 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
             if really:
                 count, error = await _guarded(core.clear(channel_for(index_name), LOCAL_USER))
                 if error is None:
-                    line = f"**Cleared** {count} paper{'' if count == 1 else 's'} from this index."
+                    line = f"**Cleared** {plural(count, 'paper')} from this index."
                 else:
                     line = "**Not cleared:** " + render.plain(error)
             current, status_text = await load_index(index_name)

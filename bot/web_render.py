@@ -23,7 +23,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from bot.formatting import source_lines
+from bot.formatting import plural, source_lines
 from bot.messages import PaperInfo, StatusInfo
 from rag_engine.types import Answer, IngestReport
 
@@ -146,7 +146,7 @@ def report_line(filename: str, report: IngestReport) -> str:
     """One Markdown line per uploaded file: what was indexed, or Core's reason for refusing it."""
     name = plain(report.title or filename)
     if report.status == "indexed":
-        size = f"{_count(report.pages, 'page')}, {_count(report.chunks, 'passage')}"
+        size = f"{plural(report.pages, 'page')}, {plural(report.chunks, 'passage')}"
         line = f"**Indexed** {name}: {size} ({report.seconds:.1f} s)"
     elif report.status == "duplicate":
         line = f"**Already here** {name}: this paper is in the index already."
@@ -167,7 +167,7 @@ def paper_label(paper: PaperInfo, me: str | None = None) -> str:
     if paper.uploader:
         by = " · by you" if paper.uploader == me else f" · by {plain(paper.uploader)}"
     added = plain(_when(paper.added))
-    return f"**{plain(paper.title)}**  \n<small>{_count(paper.pages, 'page')} · added {added}{by}</small>"
+    return f"**{plain(paper.title)}**  \n<small>{plural(paper.pages, 'page')} · added {added}{by}</small>"
 
 
 def _when(timestamp: str) -> str:
@@ -188,15 +188,11 @@ def papers_heading(papers: Sequence[PaperInfo]) -> str:
     return f"### Papers ({len(papers)})"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
 def status_line(info: StatusInfo) -> str:
     """One line: the index, its size, the model (and where it runs), the encoder and the queue."""
     parts = [
         f"index **{plain(info.index_name)}**",
-        f"{_count(info.papers, 'paper')}, {_count(info.chunks, 'passage')}",
+        f"{plural(info.papers, 'paper')}, {plural(info.chunks, 'passage')}",
         f"model: {plain(info.model)} on {plain(info.runs_on)}",
         f"encoder: {plain(info.encoder)}",
         f"queue: {info.queue_depth}",

@@ -19,6 +19,7 @@ from rag_engine.owner import new_owner, owner_is_gone
 from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
 from rag_engine.settings import Settings
 from rag_engine.types import IngestProgress, IngestReport
+from rag_engine.wording import plural
 from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import DuplicateDocument
@@ -166,7 +167,7 @@ class Ingestor:
                                 pages=duplicate.existing.page_count, message=f"*{duplicate.existing.title}* is already being indexed here.")
         await self._db.attach_job_document(job.id, doc.id)
         try:
-            await progress(IngestProgress(f"Read {pdf.page_count} pages of *{pdf.title}*; splitting into passages…"))
+            await progress(IngestProgress(f"Read {plural(pdf.page_count, 'page')} of *{pdf.title}*; splitting into passages…"))
             encoder = await self._encoders.get()
             limit = await self._encoders.chunk_token_limit()
             chunks = await asyncio.to_thread(

@@ -79,7 +79,9 @@ def test_ingest_search_papers_remove_clear(cli_settings: Settings) -> None:
 
     missing = paperbot(cli_settings, "remove", "--index", "ml", "999")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "paperbot: There is no paper with id 999 in 'ml'. `paperbot papers --index ml` shows the ids."
+    assert missing.stderr.strip() == (
+        "paperbot: There is no paper with id 999 in 'ml'. `paperbot papers --index ml` shows the ids."
+    )
     assert paperbot(cli_settings, "remove", "--index", "ml", str(papers[0]["id"])).returncode == 0
     assert json.loads(paperbot(cli_settings, "papers", "--index", "ml", "--json").stdout) == []
     assert paperbot(cli_settings, "clear", "--index", "ml").returncode == 0
@@ -213,10 +215,13 @@ def test_an_empty_search_is_refused(cli_settings: Settings) -> None:
 
 
 def test_every_missing_model_is_named_in_one_run(cli_settings: Settings) -> None:
-    missing = cli_settings.model_copy(update={"colbert_model": "/nonexistent/colbert", "llm_model": "/nonexistent/m.gguf"})
+    missing = cli_settings.model_copy(
+        update={"colbert_model": "/nonexistent/colbert", "llm_model": "/nonexistent/m.gguf"}
+    )
     run = paperbot(missing, "ask", "--index", "ml", "why?")
     assert run.returncode == 1
-    assert "PAPERBOT_COLBERT_MODEL=/nonexistent/colbert" in run.stderr and "PAPERBOT_LLM_MODEL=/nonexistent/m.gguf" in run.stderr
+    assert "PAPERBOT_COLBERT_MODEL=/nonexistent/colbert" in run.stderr
+    assert "PAPERBOT_LLM_MODEL=/nonexistent/m.gguf" in run.stderr
 
 
 def test_verbose_logs_paperbot_then_libraries_each_statement_once(cli_settings: Settings) -> None:

@@ -165,7 +165,7 @@ def test_a_long_paper_list_is_shortened_with_a_note():
     papers = [PaperInfo(i, f"A rather long paper title number {i}", 10, "2025-01-01", "U123") for i in range(1, 2001)]
     message = sb.papers_message(papers)
     _within_limits(message)
-    assert "2000 papers in all" in str(message.blocks[-1])
+    assert "2,000 papers in all" in str(message.blocks[-1])
     assert "`1` *A rather long paper title number 1* — 10 pages, added 2025-01-01 by <@U123>" in str(message.blocks)
 
     few = sb.papers_message(papers[:2])

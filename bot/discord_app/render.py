@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from bot.formatting import source_lines, split_message
+from bot.formatting import plural, source_lines, split_message
 from bot.messages import PaperInfo, Partial, StatusInfo
 from rag_engine.types import Answer, IngestReport
 
@@ -43,7 +43,7 @@ def plain(text: str) -> str:
 def queued(position: int) -> str:
     if position <= 1:
         return f"{THINKING}\n-# ⏳ You're next in line for the model."
-    return f"{THINKING}\n-# ⏳ In the queue: {position - 1} question{'s' if position > 2 else ''} ahead of yours."
+    return f"{THINKING}\n-# ⏳ In the queue: {plural(position - 1, 'question')} ahead of yours."
 
 
 def streaming(partial: Partial, limit: int = MESSAGE_LIMIT) -> str:
@@ -134,7 +134,7 @@ def ingest_report(report: IngestReport, source: str) -> str:
     """The last word on one upload or link: indexed, already there, or why not."""
     title = _title(report.title, source)
     if report.status == "indexed":
-        text = f"✅ indexed {title} ({report.pages} page{'s' if report.pages != 1 else ''})"
+        text = f"✅ indexed {title} ({plural(report.pages, 'page')})"
         if report.warnings:
             text += "\n" + "\n".join(f"-# ⚠️ {plain(w)}" for w in report.warnings)
         return text
@@ -157,21 +157,21 @@ def download_failed(filename: str) -> str:
 def papers_list(papers: list[PaperInfo], limit: int = MESSAGE_LIMIT) -> list[str]:
     if not papers:
         return ["No papers in this channel yet. Drop a PDF or an arXiv link here to add one."]
-    header = f"**{len(papers)} paper{'s' if len(papers) != 1 else ''} in this channel**"
+    header = f"**{plural(len(papers), 'paper')} in this channel**"
     lines = []
     for paper in papers:
         who = f" by {plain(paper.uploader)}" if paper.uploader else ""
         added = f", added {paper.added[:10]}" if paper.added else ""
-        lines.append(f"`{paper.doc_id}` {_title(paper.title, paper.filename)}: {paper.pages} pages{added}{who}")
+        lines.append(f"`{paper.doc_id}` {_title(paper.title, paper.filename)}: {plural(paper.pages, 'page')}{added}{who}")
     return split_message(header + "\n" + "\n".join(lines), limit)
 
 
 def status(info: StatusInfo) -> str:
     lines = [
-        f"**Papers:** {info.papers} ({info.chunks} passages)",
+        f"**Papers:** {info.papers:,} ({plural(info.chunks, 'passage')})",
         f"**Model:** {plain(info.model)} on {info.runs_on}",
         f"**Encoder:** {plain(info.encoder)}",
-        f"**Queue:** {info.queue_depth} question{'s' if info.queue_depth != 1 else ''} waiting",
+        f"**Queue:** {plural(info.queue_depth, 'question')} waiting",
     ]
     lines += [f"**{plain(k)}:** {plain(v)}" for k, v in info.extra.items()]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.formatting import source_lines, split_message
+from bot.formatting import plural, source_lines, split_message
 from bot.messages import PaperInfo, StatusInfo
 from rag_engine.types import Answer, IngestReport
 
@@ -295,7 +295,7 @@ def ingest_report_message(report: IngestReport, name: str) -> SlackMessage:
     """'Indexed *Title* (N pages)', 'already indexed', or the specific failure the pipeline reported."""
     title = report.title or name
     if report.status == "indexed":
-        pages = f"{report.pages} page" + ("s" if report.pages != 1 else "")
+        pages = plural(report.pages, "page")
         text = f"Indexed {title} ({pages})"
         blocks: list[Block] = [section(f":white_check_mark: Indexed *{escape(title)}* ({pages})")]
     elif report.status == "duplicate":
@@ -318,11 +318,11 @@ def papers_message(papers: list[PaperInfo]) -> SlackMessage:
     lines = []
     for paper in papers:
         by = f" by {mention(paper.uploader)}" if paper.uploader and _USER_ID.fullmatch(paper.uploader) else ""
-        lines.append(f"`{paper.doc_id}` *{escape(paper.title)}* — {paper.pages} pages, added {escape(paper.added)}{by}")
-    head = f":books: *{len(papers)} paper{'s' if len(papers) != 1 else ''} in this channel*"
+        lines.append(f"`{paper.doc_id}` *{escape(paper.title)}* — {plural(paper.pages, 'page')}, added {escape(paper.added)}{by}")
+    head = f":books: *{plural(len(papers), 'paper')} in this channel*"
     blocks = [section(head)] + [section(piece) for piece in split_message("\n".join(lines), SECTION_CHARS)]
-    blocks = _fit(blocks, note=f"…list shortened; {len(papers)} papers in all.")
-    text = f"{len(papers)} paper{'s' if len(papers) != 1 else ''}: " + "; ".join(
+    blocks = _fit(blocks, note=f"…list shortened; {plural(len(papers), 'paper')} in all.")
+    text = f"{plural(len(papers), 'paper')}: " + "; ".join(
         f"{p.doc_id} {p.title}" for p in papers
     )
     return SlackMessage(text[:MESSAGE_CHARS], tuple(blocks))
