@@ -12,10 +12,16 @@ end-of-turn token, so every job generates exactly its 256 tokens. Measured:
   per-sequence and unified KV caches;
 - llama-cpp-python's plain `Llama.create_completion` (the "raw" single stream);
 - our serial and batched backends at 1/4/8 concurrent jobs, called directly and through GenerationWorker; batched
-  variants are named by their options (`batched-per-seq-kv-split-sampling`, see BATCHED_OPTIONS), and for each the
-  model thread's time per step is split into batch building, llama_decode, waiting for the GPU, sampling, delivery.
+  variants are named by their options (`batched-per-seq-kv-split-sampling`, see BATCHED_OPTIONS; `-grammar` sends
+  the jobs with the reply grammar, see REQUEST_OPTIONS), and for each the model thread's time per step is split
+  into batch building, llama_decode, waiting for the GPU, sampling, delivery.
 
     python bench/bench_llm.py --model qwen-3b-q4_k_m.gguf [--tools build/bin] [--out results.json]
+
+The reply grammar's cost (issue 11: at most 5 % of batched decoding), with and without it at 1 and 8 sequences:
+
+    python bench/bench_llm.py --model qwen-3b-q4_k_m.gguf --concurrency 1,8 --variants batched,batched-grammar \
+        --skip bandwidth,native,raw --repeats 3
 
 Prints a table last; `--quick` shrinks everything for a CPU smoke run.
 """
@@ -41,7 +47,7 @@ import llama_cpp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag_engine.llm.base import ChatMessage, GenerationRequest, LLMBackend
-from rag_engine.prompting import Passage, PromptBudget, build_messages
+from rag_engine.prompting import Passage, PromptBudget, build_messages, reply_grammar
 from rag_engine.worker import GenerationWorker
 
 WORDS = ["attention", "model", "layer", "token", "sequence", "training", "data", "loss", "gradient", "encoder", "decoder", "head", "embedding", "vector", "query", "key", "value", "softmax", "residual", "normalization", "dropout", "batch", "learning", "rate", "optimizer", "transformer", "retrieval", "passage", "document", "score", "index", "benchmark", "accuracy", "baseline", "dataset", "ablation", "parameter", "memory", "latency", "throughput", "result", "table", "figure", "section", "method", "experiment", "evaluation", "language", "question", "answer", "context", "window", "position", "rotary", "scaling", "law", "compute", "budget", "pretraining", "finetuning", "reward", "policy", "sample", "distribution", "entropy", "temperature"]
@@ -163,6 +169,9 @@ BATCHED_OPTIONS: dict[str, dict[str, Any]] = {
     # the loop's floor: no sampling at all (a fixed token every step), as llama-batched-bench does
     "no-sampling": {"sampling": "cpu"},
 }
+# Variant flags that change the requests, not the backend: `grammar` sends every job with the reply grammar
+# (prompting.reply_grammar: reasoning, a ##### line, an answer; the separator is written at 3/4 of the budget).
+REQUEST_OPTIONS = ("grammar",)
 
 
 def batched_variant(name: str, model: Path, **options: Any) -> LLMBackend:
@@ -179,6 +188,8 @@ def batched_variant(name: str, model: Path, **options: Any) -> LLMBackend:
     if not name.startswith("batched"):
         raise ValueError(f"unknown variant {name}")
     rest = name.removeprefix("batched").strip("-")
+    grammar = "grammar" in rest.split("-")
+    rest = "-".join(part for part in rest.split("-") if part not in REQUEST_OPTIONS)
     for flag, extra in BATCHED_OPTIONS.items():
         if flag in rest:
             options.update(extra)
@@ -186,7 +197,9 @@ def batched_variant(name: str, model: Path, **options: Any) -> LLMBackend:
     if rest.strip("-"):
         raise ValueError(f"unknown option {rest.strip('-')!r} in {name}; known: {', '.join(BATCHED_OPTIONS)}")
     cls = NoSampling if "no-sampling" in name else BatchedLlamaBackend
-    return cls(model, **options)
+    backend = cls(model, **options)
+    backend.bench_grammar = grammar  # type: ignore[attr-defined]
+    return backend
 
 
 # --- measurements -----------------------------------------------------------------------------------------------------
@@ -308,8 +321,11 @@ async def bench_backend(
 ) -> None:
     await backend.start()
     try:
+        grammar = reply_grammar(new) if getattr(backend, "bench_grammar", False) else None
+
         def requests(n: int, base: int) -> list[GenerationRequest]:
-            return [GenerationRequest(messages_for(base + i), max_tokens=new, temperature=0.2) for i in range(n)]
+            return [GenerationRequest(messages_for(base + i), max_tokens=new, temperature=0.2, grammar=grammar)
+                    for i in range(n)]
 
         await run_jobs(backend, requests(1, seed_base), via_worker=False)  # warm-up (graphs, allocations)
         base = seed_base + 100

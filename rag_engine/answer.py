@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from rag_engine.engine import Engine
 from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
 from rag_engine.llm.factory import open_backend
-from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, split_partial
+from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, reply_grammar, split_partial
 from rag_engine.retrieval.search import SearchResult
 from rag_engine.settings import Settings
 from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued, Turn
@@ -77,8 +77,12 @@ class Answerer:
         prompt = build_prompt(
             question, result.hits, history, budget=self.budget, count_tokens=self.backend.count_tokens
         )
+        max_tokens = self.settings.max_new_tokens
         request = GenerationRequest(
-            messages=prompt.messages, max_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature
+            messages=prompt.messages,
+            max_tokens=max_tokens,
+            temperature=self.settings.temperature,
+            grammar=reply_grammar(max_tokens) if self.settings.llm_grammar else None,
         )
         handle = self.worker.submit(index, request)
         try:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rag_engine.llm.base import ChatMessage, approx_tokens
+from rag_engine.llm.base import ChatMessage, Grammar, approx_tokens
 from rag_engine.types import Answer, Hit, Source, Turn
 
 if TYPE_CHECKING:
@@ -279,6 +279,31 @@ def format_target(reasoning: str, answer: str) -> str:
     'Source 1 defines it.\\n#####\\nIt is X [1].'
     """
     return f"{reasoning.strip()}\n{SEPARATOR}\n{answer.strip()}"
+
+
+def reply_grammar(max_new_tokens: int) -> Grammar:
+    """The GBNF grammar of a reply: reasoning, a `#####` line, then an answer, both non-empty.
+
+    The reasoning may hold any text but `#` (so the separator cannot appear early or half-written) and at most ~4
+    characters a token of its share of the budget (llama.cpp caps a repetition at 2,000); the answer holds anything.
+    A quarter of `max_new_tokens` (at least 8) is kept for the answer: backends that can, write the separator
+    themselves when the reasoning reaches that point (`Grammar.closing`), so the answer is always reached.
+
+    >>> print(reply_grammar(48).gbnf)
+    root ::= reasoning "\\n#####\\n" answer
+    reasoning ::= [^#\\n\\t ] [^#]{0,144}
+    answer ::= [^ \\t\\n#] [^\\x00]*
+    """
+    reserve = max(8, max_new_tokens // 4)
+    reasoning_chars = min(2000, 4 * max(1, max_new_tokens - reserve))
+    gbnf = "\n".join(
+        (
+            'root ::= reasoning "\\n' + SEPARATOR + '\\n" answer',
+            "reasoning ::= [^#\\n\\t ] [^#]{0," + str(reasoning_chars) + "}",
+            "answer ::= [^ \\t\\n#] [^\\x00]*",
+        )
+    )
+    return Grammar(gbnf=gbnf, closing=f"\n{SEPARATOR}\n", reserve=reserve)
 
 
 # --- parsing ----------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from rag_engine.errors import ModelUnavailable
-from rag_engine.llm.base import ChatMessage, GenerationRequest
+from rag_engine.llm.base import ChatMessage, GenerationRequest, Grammar
 from rag_engine.llm.openai_http import OpenAIHTTPBackend
 from rag_engine.llm.special_tokens import ZERO_WIDTH_SPACE
 from rag_engine.worker import GenerationWorker
@@ -148,3 +148,11 @@ async def test_special_token_text_in_messages_is_broken_up_before_it_reaches_the
         assert marker not in content
     assert content.replace(ZERO_WIDTH_SPACE, "") == forged  # only zero-width spaces were added
     assert sent[0]["messages"][0]["content"] == "You answer questions about papers."
+
+
+async def test_a_grammar_reaches_the_server(backend: OpenAIHTTPBackend):
+    # llama.cpp's servers read GBNF from the request's `grammar` field: a grammar of one sentence gives that sentence
+    fixed = Grammar('root ::= "why\\n#####\\nbecause"')
+    request = GenerationRequest(ask("Why?").messages, max_tokens=16, temperature=0.0, grammar=fixed)
+    assert await backend.generate(request) == "why\n#####\nbecause"
+    assert backend.grammar_accepted is True

@@ -23,14 +23,30 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Grammar:
+    """A llama.cpp GBNF grammar every token of the reply must fit (root rule `root`).
+
+    `closing` is text the grammar accepts at any point of the reply's first part and nowhere else before it: when
+    a reply has not begun it and only `reserve` tokens (plus its own) are left of `max_tokens`, the in-process
+    backends write it themselves, so a reply always reaches its last part (the answer) before it is cut.
+    """
+
+    gbnf: str
+    closing: str = ""
+    reserve: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One chat completion. `temperature` 0 means greedy; `seed` None means a fresh one per request."""
+    """One chat completion. `temperature` 0 means greedy; `seed` None means a fresh one per request; `grammar`
+    constrains the reply where the backend can (a server that refuses grammars generates freely)."""
 
     messages: tuple[ChatMessage, ...]
     max_tokens: int = 512
     temperature: float = 0.2
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_engine.llm.base import GenerationRequest
+from rag_engine.llm.grammar import Closer
+
+if TYPE_CHECKING:
+    from rag_engine.llm.sampling import SequenceSampler
 
 
 class BatchSequence:
@@ -16,6 +20,7 @@ class BatchSequence:
     __slots__ = (
         "backend_sampler",
         "cancelled",
+        "closer",
         "decoder",
         "first_token_at",
         "held",
@@ -45,7 +50,7 @@ class BatchSequence:
         self.prompt: list[int] = []
         self.n_read = 0  # prompt tokens already decoded
         self.n_past = 0  # next position in this sequence
-        self.sampler: Any = None
+        self.sampler: SequenceSampler | None = None
         self.backend_sampler: Any = None  # the part of the chain that runs in the graph (`backend`/`split` sampling)
         self.last_token = -1  # sampled but not yet decoded
         self.n_generated = 0
@@ -57,10 +62,18 @@ class BatchSequence:
         self.max_stop = max((len(s) for s in self.stop), default=0)
         self.submitted = time.perf_counter()
         self.first_token_at = 0.0
+        self.closer: Closer | None = None  # writes a grammar's closing text when the budget runs out
 
     @property
     def prefilling(self) -> bool:
         return self.n_read < len(self.prompt)
+
+    def forced_token(self) -> int | None:
+        """The token the backend writes now instead of sampling one (a grammar's closing text), or None."""
+        if self.closer is None:
+            return None
+        at_char_boundary = not self.decoder.getstate()[0]
+        return self.closer.next_token(self.n_generated, at_char_boundary=at_char_boundary)
 
     def take_text(self, text: str) -> tuple[str, bool]:
         """(text ready to send, whether a stop string ended the reply), holding back a possible start of a stop

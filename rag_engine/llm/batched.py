@@ -35,6 +35,7 @@ from rag_engine.errors import InvalidQuestion
 from rag_engine.llm.base import BackendInfo, ChatMessage, GenerationRequest, LLMBackend
 from rag_engine.llm.batch_sequence import BatchSequence
 from rag_engine.llm.chat_template import ChatTemplate
+from rag_engine.llm.grammar import Closer
 from rag_engine.llm.llama_common import LoopBridge, gpu_layers, load_model, new_context, runs_on
 from rag_engine.llm.llama_log import route_llama_logs
 from rag_engine.llm.sampling import BatchSampler, Sampling
@@ -149,7 +150,7 @@ class BatchedLlamaBackend(LLMBackend):
         self._template = ChatTemplate(
             template.decode("utf-8") if template else None, bos_token=vocab.bos_text, eos_token=vocab.eos_text
         )
-        self._slots = Slots(ctx, self.parallel, kv_unified=self.kv_unified, sampling=self._sampling)
+        self._slots = Slots(ctx, vocab.ptr, self.parallel, kv_unified=self.kv_unified, sampling=self._sampling)
         threaded = self._sampling == "cpu" and self.parallel > 1
         self._sampler = BatchSampler(self.sampler_threads if threaded else 1)
         logger.info(
@@ -238,6 +239,8 @@ class BatchedLlamaBackend(LLMBackend):
                 f"{self.n_ctx}-token context. Ask a shorter question."
             )
         seq.max_tokens = min(request.max_tokens, self.n_ctx - len(seq.prompt))
+        if request.grammar is not None and self.vocab is not None:
+            seq.closer = Closer(request.grammar, self.vocab.tokenize, seq.max_tokens)
         self._inbox.append(seq)
         self._wake.set()
         try:
@@ -346,9 +349,16 @@ class BatchedLlamaBackend(LLMBackend):
         timings.deliver += time.perf_counter() - t_sampled
 
     def _sample(self, outputs: list[BatchSequence]) -> list[int]:
+        """Each output's next token from its chain, or the token its grammar's closing text needs now (which the
+        chain still accepts, so its grammar follows)."""
         assert self._sampler is not None
-        jobs = [(s.sampler, s.i_batch) for s in outputs]
-        return self._sampler.sample(self._ctx, jobs, threaded=self.sampling == "cpu")
+        forced = [s.forced_token() for s in outputs]
+        jobs = [(s.sampler, s.i_batch) for s, f in zip(outputs, forced) if f is None]
+        sampled = iter(self._sampler.sample(self._ctx, jobs, threaded=self.sampling == "cpu"))
+        for seq, token in zip(outputs, forced):
+            if token is not None:
+                seq.sampler.accept(token)
+        return [next(sampled) if token is None else token for token in forced]
 
     def _decode_failed(self, rc: int, decoding: list[BatchSequence], reading: list[BatchSequence]) -> None:
         # rc 1: no KV room (cannot happen within the per-request limit, but never loop on it); < 0: fatal.
@@ -370,6 +380,8 @@ class BatchedLlamaBackend(LLMBackend):
         seq.n_generated += 1
         seq.last_token = token
         text = seq.decoder.decode(self.vocab.token_bytes(token))
+        if text and seq.closer is not None:
+            seq.closer.saw(text)
         if text:
             ready, stopped = seq.take_text(text)
             if ready:

@@ -17,6 +17,7 @@ from typing import Any
 
 from rag_engine.llm.base import BackendInfo, ChatMessage, GenerationRequest, LLMBackend
 from rag_engine.llm.chat_template import ChatTemplate
+from rag_engine.llm.grammar import Closer, closing_processor
 from rag_engine.llm.llama_common import LoopBridge, default_threads, gpu_layers, runs_on
 from rag_engine.llm.llama_log import route_llama_logs
 from rag_engine.llm.vocab import Vocab
@@ -147,6 +148,18 @@ class LlamaCppBackend(LLMBackend):
         finally:
             cancelled.set()  # the model thread stops at its next token (or skips the job if it has not begun)
 
+    def _constraints(self, request: GenerationRequest, prompt: list[int]) -> tuple[Any, Any]:
+        """`Llama`'s grammar and logits processors for the request's grammar (None, None without one)."""
+        import llama_cpp
+
+        if request.grammar is None or self._vocab is None:
+            return None, None
+        max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
+        closer = Closer(request.grammar, self._vocab.tokenize, max_tokens)
+        processor = closing_processor(closer, len(prompt), self._llama.detokenize)
+        grammar = llama_cpp.LlamaGrammar.from_string(request.grammar.gbnf, verbose=False)
+        return grammar, llama_cpp.LogitsProcessorList([processor])
+
     def _generate(
         self,
         prompt: list[int],
@@ -159,6 +172,7 @@ class LlamaCppBackend(LLMBackend):
         if cancelled():
             return
         try:
+            grammar, processors = self._constraints(request, prompt)
             chunks = self._llama.create_completion(
                 prompt,
                 max_tokens=request.max_tokens,
@@ -170,6 +184,8 @@ class LlamaCppBackend(LLMBackend):
                 stop=list(request.stop) or None,
                 seed=request.seed,
                 stream=True,
+                grammar=grammar,
+                logits_processor=processors,
             )
             buffered: list[str] = []
             last_flush = time.monotonic()

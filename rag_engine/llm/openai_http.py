@@ -4,7 +4,8 @@ For when one GPU or one machine is not enough: the server batches, this client o
 `POST {base_url}/chat/completions` with `stream: true` (server-sent events) through httpx. Closing a stream
 closes its HTTP response, which is how such servers learn to stop generating. The server tokenizes the messages
 itself, so special-token text in them (`<|im_start|>` in a passage) is broken up before sending
-(`special_tokens.neutralise_special_tokens`).
+(`special_tokens.neutralise_special_tokens`). A request's grammar goes in the body's `grammar` field, which
+llama.cpp's server reads; a server that refuses the field is asked again without it, and not sent one again.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class OpenAIHTTPBackend(LLMBackend):
         self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self.grammar_accepted: bool | None = None  # unknown until a request with a grammar was answered
 
     async def start(self) -> None:
         if self._client is not None:
@@ -104,10 +106,29 @@ class OpenAIHTTPBackend(LLMBackend):
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.grammar is not None and self.grammar_accepted is not False:
+            body["grammar"] = request.grammar.gbnf  # llama.cpp's server (and llama-cpp-python's) take GBNF here
+        try:
+            async for text in self._completion(body):
+                yield text
+        except _GrammarRefused:
+            # a server without grammars (the OpenAI API, vLLM) refuses the unknown field: ask again without it
+            logger.info("the model server at %s takes no grammar; replies are not constrained", self.base_url)
+            self.grammar_accepted = False
+            del body["grammar"]
+            async for text in self._completion(body):
+                yield text
+
+    async def _completion(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        assert self._client is not None
         async with self._client.stream("POST", "chat/completions", json=body) as response:
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:300]
+                if "grammar" in body and response.status_code in (400, 422) and "grammar" in detail.lower():
+                    raise _GrammarRefused(detail)
                 raise RuntimeError(f"the model server answered {response.status_code}: {detail}")
+            if "grammar" in body:
+                self.grammar_accepted = True
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank lines, comments, `event:` fields
@@ -125,3 +146,7 @@ class OpenAIHTTPBackend(LLMBackend):
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         yield text
+
+
+class _GrammarRefused(Exception):
+    """The server refused the request because of its `grammar` field."""

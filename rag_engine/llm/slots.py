@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rag_engine.llm.batch_sequence import BatchSequence
-from rag_engine.llm.sampling import Sampling, free_chain, make_chain
+from rag_engine.llm.sampling import Sampling, SequenceSampler, free_chain, make_chain
 from rag_engine.llm.scheduling import compaction_moves
 
 logger = logging.getLogger(__name__)
@@ -20,10 +20,11 @@ logger = logging.getLogger(__name__)
 class Slots:
     """`parallel` sequence ids over one context. Used by the model thread only."""
 
-    def __init__(self, ctx: Any, parallel: int, *, kv_unified: bool, sampling: Sampling) -> None:
+    def __init__(self, ctx: Any, vocab: Any, parallel: int, *, kv_unified: bool, sampling: Sampling) -> None:
         import llama_cpp
 
         self.ctx = ctx
+        self.vocab = vocab  # llama_vocab *, for grammar samplers
         self.sampling = sampling
         self.mem = llama_cpp.llama_get_memory(ctx)
         self.parallel = parallel
@@ -33,11 +34,12 @@ class Slots:
 
     def admit(self, seq: BatchSequence) -> None:
         """Give `seq` the lowest free id and its chains. When llama.cpp refuses a graph-side chain, every sequence
-        samples wholly on the host from then on (`sampling` becomes `cpu`)."""
+        samples wholly on the host from then on (`sampling` becomes `cpu`). A sequence with a grammar samples on the
+        host over the whole vocabulary (a grammar cannot run in the graph)."""
         seq.seq_id = self.free_ids.pop(0)
-        seq.sampler = make_chain(seq.request)
+        seq.sampler = SequenceSampler(seq.request, self.vocab)
         self.active.append(seq)
-        if self.sampling != "cpu" and not self._bind_graph_chain(seq):
+        if self.sampling != "cpu" and seq.request.grammar is None and not self._bind_graph_chain(seq):
             logger.warning("this llama.cpp cannot sample on its backend; sampling on the CPU")
             self.sampling = "cpu"
 
@@ -49,7 +51,7 @@ class Slots:
             self.active.remove(seq)
         self._unbind_graph_chain(seq)
         if seq.sampler is not None:
-            free_chain(seq.sampler)
+            seq.sampler.free()
             seq.sampler = None
         if seq.seq_id >= 0:
             llama_cpp.llama_memory_seq_rm(self.mem, seq.seq_id, -1, -1)

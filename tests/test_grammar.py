@@ -1,0 +1,180 @@
+"""Replies constrained by the reply grammar (issue 11): reasoning, a `#####` line, then an answer, every time.
+
+On the tiny random-weight Qwen2 (which never writes the separator by itself, so only the grammar and the closing
+text the backends write at the end of the budget can put it there), through both in-process backends, and through an
+OpenAI-compatible server (a mock for the refusal path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag_engine.llm.base import Grammar, GenerationRequest
+from rag_engine.llm.batched import BatchedLlamaBackend
+from rag_engine.llm.grammar import Closer
+from rag_engine.llm.llama_cpp_backend import LlamaCppBackend
+from rag_engine.llm.openai_http import OpenAIHTTPBackend
+from rag_engine.prompting import SEPARATOR, Passage, build_prompt, parse_answer, reply_grammar
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+QUESTIONS = ["What is attention?", "Explain transformers in detail please", "Why is the sky blue", "1 2 3 4"]
+PASSAGES = [Passage("Attention Is All You Need", "Self-attention relates the positions of one sequence.", 3, 4)]
+MAX_TOKENS = 40
+
+
+def requests(grammar: bool = True, temperature: float = 0.0, max_tokens: int = MAX_TOKENS) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            build_prompt(q, PASSAGES).messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=5 + i,
+            grammar=reply_grammar(max_tokens) if grammar else None,
+        )
+        for i, q in enumerate(QUESTIONS)
+    ]
+
+
+def assert_formatted(reply: str) -> None:
+    reasoning, _, answer = reply.partition(f"\n{SEPARATOR}\n")
+    assert answer, f"no separator line: {reply!r}"
+    assert reasoning.strip() and "#" not in reasoning
+    parsed = parse_answer(reply, ())
+    assert parsed.reasoning and parsed.answer
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_models: Path) -> Path:
+    return tiny_models / "qwen2.gguf"
+
+
+@pytest.fixture(scope="module")
+async def batched(gguf: Path):
+    backend = BatchedLlamaBackend(gguf, parallel=4, n_ctx=2048, n_gpu_layers=0, flash_attn=False)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture(scope="module")
+async def greedy_batched(batched: BatchedLlamaBackend) -> list[str]:
+    return await asyncio.gather(*(batched.generate(r) for r in requests()))
+
+
+async def test_without_the_grammar_the_tiny_model_writes_no_separator(batched):
+    # what makes the tests below able to fail: left alone, the random model never writes the format
+    replies = await asyncio.gather(*(batched.generate(r) for r in requests(grammar=False)))
+    assert not any(SEPARATOR in r for r in replies)
+
+
+async def test_every_batched_reply_has_the_format(greedy_batched):
+    for reply in greedy_batched:
+        assert_formatted(reply)
+
+
+async def test_sampled_batched_replies_have_the_format(batched):
+    replies = await asyncio.gather(*(batched.generate(r) for r in requests(temperature=1.0)))
+    for reply in replies:
+        assert_formatted(reply)
+
+
+async def test_a_short_budget_still_reaches_the_answer(batched):
+    replies = await asyncio.gather(*(batched.generate(r) for r in requests(max_tokens=16)))
+    for reply in replies:
+        assert_formatted(reply)
+
+
+async def test_serial_and_batched_agree_under_greedy_decoding(gguf, greedy_batched):
+    serial = LlamaCppBackend(gguf, n_ctx=2048, n_gpu_layers=0, flash_attn=False)
+    await serial.start()
+    try:
+        replies = [await serial.generate(r) for r in requests()]
+    finally:
+        await serial.close()
+    assert replies == greedy_batched
+
+
+async def test_graph_side_sampling_leaves_grammar_requests_on_the_host(gguf, greedy_batched):
+    # with top-k in the graph for the other requests, a grammar request still samples over the whole vocabulary
+    backend = BatchedLlamaBackend(gguf, parallel=4, n_ctx=2048, n_gpu_layers=0, flash_attn=False, sampling="split")
+    await backend.start()
+    try:
+        plain, *constrained = await asyncio.gather(
+            backend.generate(requests(grammar=False)[0]), *(backend.generate(r) for r in requests())
+        )
+        assert backend.sampling == "split"
+    finally:
+        await backend.close()
+    assert constrained == greedy_batched and SEPARATOR not in plain
+
+
+# --- the closing text -------------------------------------------------------------------------------------------------
+def chars(text: str) -> list[int]:
+    """A tokenizer of one token per character, to follow the closing text's steps."""
+    return [ord(c) for c in text]
+
+
+CLOSING = Grammar("", closing="\n#####\n", reserve=2)
+
+
+async def test_the_closing_text_starts_when_only_the_reserve_is_left():
+    closer = Closer(CLOSING, chars, max_tokens=20)
+    assert closer.start_at == 20 - 2 - 7
+    closer.saw("Some reasoning")
+    assert closer.next_token(10, at_char_boundary=True) is None
+    assert closer.next_token(11, at_char_boundary=False) is None  # a character is half-written: wait
+    written = ""
+    for n in range(11, 18):
+        token = closer.next_token(n, at_char_boundary=True)
+        written += chr(token)
+        closer.saw(chr(token))
+    assert written == "\n#####\n" and closer.done
+    assert closer.next_token(18, at_char_boundary=True) is None
+
+
+async def test_a_closing_text_the_reply_began_is_completed_not_restarted():
+    # the model (or the grammar's cap on the reasoning) may have begun the separator: only the rest is written
+    closer = Closer(CLOSING, chars, max_tokens=20)
+    closer.saw("reasoning\n##")
+    assert closer.next_token(15, at_char_boundary=True) == ord("#")
+    closer.saw("###\n")
+    assert closer.done
+
+
+async def test_no_closing_text_once_the_reply_holds_it():
+    closer = Closer(CLOSING, chars, max_tokens=20)
+    closer.saw("why\n#####")
+    closer.saw("\nbecause")
+    assert closer.next_token(15, at_char_boundary=True) is None
+
+
+# --- an OpenAI-compatible server --------------------------------------------------------------------------------------
+async def test_the_grammar_goes_to_the_server_and_is_dropped_where_refused():
+    bodies: list[dict] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "grammar" in body:
+            return httpx.Response(400, json={"error": {"message": "Unrecognized request argument: grammar"}})
+        return httpx.Response(200, text='data: {"choices": [{"delta": {"content": "free"}}]}\n\ndata: [DONE]\n\n')
+
+    backend = OpenAIHTTPBackend("http://model.test/v1", transport=httpx.MockTransport(serve))
+    await backend.start()
+    try:
+        request = requests()[0]
+        assert await backend.generate(request) == "free"
+        assert bodies[0]["grammar"] == request.grammar.gbnf and "grammar" not in bodies[1]
+        assert backend.grammar_accepted is False
+        assert await backend.generate(request) == "free"
+        assert len(bodies) == 3 and "grammar" not in bodies[2]  # not offered again
+    finally:
+        await backend.close()
