@@ -3,13 +3,16 @@
 discord` connects to the loopback Discord stand-in and answers a mention.
 
 Expensive (an install of torch, transformers, PyMuPDF… from the package index): slow, but part of `make test`.
-llama-cpp-python compiles llama.cpp; its wheel is built once per machine into PAPERBOT_WHEEL_CACHE
-(~/.cache/paperbot-tests/wheels) with the same flags as scripts/bootstrap.sh, and reused.
+llama-cpp-python is not compiled again: its wheel, in PAPERBOT_WHEEL_CACHE (~/.cache/paperbot-tests/wheels), is packed
+from the test venv's own build (see _llama_wheel).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -19,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import aiohttp
@@ -59,17 +63,49 @@ def _pinned(name: str) -> str:
 
 
 def _llama_wheel() -> None:
-    """Build llama-cpp-python's wheel into WHEELS unless one of the pinned version is there (minutes, once)."""
+    """Put a llama-cpp-python wheel of the pinned version into WHEELS, unless one is there.
+
+    Compiling llama.cpp takes ~18 minutes on 2 cores and `make test` has just done it for the test venv, so the wheel is
+    packed from that installed build (its RECORD lists every file); only without a matching install is it compiled.
+    """
     version = _pinned("llama-cpp-python")
     if list(WHEELS.glob(f"llama_cpp_python-{version}-*.whl")):
         return
     WHEELS.mkdir(parents=True, exist_ok=True)
+    try:
+        installed = importlib.metadata.distribution("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed is not None and installed.version == version:
+        _repack(installed)
+        return
     env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
     if platform.machine() == "x86_64":  # as scripts/bootstrap.sh: no AMX kernels (they crash on Q4_K)
         no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
         env.setdefault("CMAKE_ARGS", f"-DCMAKE_C_FLAGS='{no_amx}' -DCMAKE_CXX_FLAGS='{no_amx}'")
     command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(WHEELS), f"llama-cpp-python=={version}"]
     subprocess.run(command, env=env, check=True)
+
+
+def _repack(dist: importlib.metadata.Distribution) -> None:
+    """An installed distribution back into a wheel: its files as RECORD lists them, with a fresh RECORD."""
+    tag = next(line.split(": ", 1)[1] for line in (dist.read_text("WHEEL") or "").splitlines() if line.startswith("Tag:"))
+    name = f"llama_cpp_python-{dist.version}-{tag}.whl"
+    info = f"llama_cpp_python-{dist.version}.dist-info"
+    records = []
+    partial = WHEELS / (name + ".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for file in dist.files or []:
+            path = str(file)
+            if path.endswith(".pyc") or path.endswith(("/RECORD", "/INSTALLER", "/direct_url.json", "/REQUESTED")):
+                continue
+            data = Path(dist.locate_file(file)).read_bytes()
+            wheel.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{path},sha256={digest},{len(data)}")
+        records.append(f"{info}/RECORD,,")
+        wheel.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
+    partial.rename(WHEELS / name)
 
 
 @pytest.fixture(scope="module")
