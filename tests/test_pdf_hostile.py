@@ -98,10 +98,11 @@ async def test_a_document_over_budget_is_refused_on_resume_and_then_never_retrie
     async with Engine.open(hostile_settings) as engine:
         encoder = await engine.encoders.get()
         index = await engine.db.get_or_create_index("lab", encoder.model_id, CODEC_ID, encoder.dim)
-        path = hostile_settings.uploads_dir / "hostile.pdf"
-        path.parent.mkdir(parents=True)
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = hostile_settings.uploads_dir / f"{sha256}.pdf"  # where ingest stores an upload
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        job = await engine.db.create_job(index.id, str(path), "nested_forms.pdf", hashlib.sha256(data).hexdigest(), None)
+        job = await engine.db.create_job(index.id, str(path), "nested_forms.pdf", sha256, None)
         await engine.db.start_job(job.id)  # as a process killed while reading it left it
 
         async with _largest_tick_gap() as gap:
