@@ -12,6 +12,7 @@ import pytest
 
 from rag_engine.engine import Engine
 from rag_engine.settings import Settings
+from storage.lock import DatabaseLock
 from tests.conftest import REAL_PDFS
 from tests.test_cli import cli_env
 
@@ -67,3 +68,34 @@ async def test_a_stop_signal_mid_ingest_keeps_the_job_and_its_upload(cli_setting
         assert [r.status for r in reports] == ["indexed"]
         assert [d.title for d in await engine.papers("sig")] == ["Distilling the Knowledge in a Neural Network"]
         assert await engine.db.unfinished_jobs() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_paperbot_run_stops_cleanly_on_a_signal(cli_settings: Settings, signum: int) -> None:
+    env = {**cli_env(cli_settings), "PAPERBOT_WEB_PORT": "0", "PAPERBOT_HEALTH_PORT": "0", "PAPERBOT_LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run", "web"],
+        env=env,
+        cwd=cli_settings.data_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # wait until it serves
+            seen.append(line)
+            if "web chat on" in line:
+                break
+        assert any("web chat on" in line for line in seen), "".join(seen)
+        process.send_signal(signum)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    log = "".join(seen) + rest
+    assert process.returncode == 128 + signum, log
+    assert "Traceback" not in log, log
+    with DatabaseLock(cli_settings.database_path, exclusive=True):  # it closed the database: a restore may go ahead
+        pass
