@@ -1,10 +1,12 @@
-"""Each surface names its own commands: library messages name the chat platforms' (`/papers list`); the CLI and
-the terminal chat put theirs in its place.
+"""Each surface names its own commands: library messages name the chat platforms' (`/papers list`); the CLI, the
+terminal chat and the web chat put theirs in its place.
 
 >>> for_cli("No paper here matches 'x'. `/papers list` shows the titles and ids.", "ml")
 "No paper here matches 'x'. `paperbot papers --index ml` shows the titles and ids."
 >>> for_console("There is no paper with id 9 in 'ml'. `/papers list` shows the ids.")
 "There is no paper with id 9 in 'ml'. /papers shows the ids."
+>>> for_web("There is no paper with id 9 in 'ml'. `/papers list` shows the ids.")
+"There is no paper with id 9 in 'ml'. The Papers list shows the ids."
 """
 
 from __future__ import annotations
@@ -30,3 +32,8 @@ def cli_error(error: Exception, index: str | None) -> str:
 def for_console(message: str) -> str:
     """`message` naming the terminal chat's `/papers` instead of the chat platforms' `/papers list`."""
     return message.replace(LIST_PAPERS, "/papers")
+
+
+def for_web(message: str) -> str:
+    """`message` pointing at the web chat's Papers list instead of the chat platforms' `/papers list`."""
+    return message.replace(LIST_PAPERS, "The Papers list")

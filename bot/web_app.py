@@ -26,6 +26,7 @@ from bot import health
 from bot import web_render as render
 from bot.core import APOLOGY, Core
 from bot.formatting import plural
+from bot.hints import for_web
 from bot.messages import Channel, Failed, Final, PaperInfo, Partial, Queued, Turn, User
 from rag_engine.errors import USER_FACING
 from rag_engine.settings import Settings
@@ -71,7 +72,7 @@ async def _guarded(call: Awaitable[T]) -> tuple[T | None, str | None]:
     try:
         return await call, None
     except USER_FACING as error:
-        return None, str(error)
+        return None, for_web(str(error))
     except Exception:
         logger.exception("web chat: a call on Core failed")
         return None, APOLOGY
@@ -295,7 +296,7 @@ def build_app(core: Core, settings: Settings, *, notice: str | None = None) -> g
                             refs = {**refs, **{len(before) + i: ref for i in range(len(reply))}}
                         earlier = [*earlier, Turn(question=text, answer=answer.answer)]
                     elif isinstance(event, Failed):
-                        reply = [render.failed_message(event.message)]
+                        reply = [render.failed_message(for_web(event.message))]
                     last_draw = time.monotonic()
                     yield {chatbot: before + reply}
             except USER_FACING as failure:
