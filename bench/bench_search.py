@@ -2,6 +2,7 @@
 at several index sizes; the float16 brute-force MaxSim this replaces is shown next to it up to 10k chunks.
 
     python bench/bench_search.py [--chunks 1000,10000,100000] [--device cpu|cuda] [--sample PATH] [--repeats 3]
+                                 [--threads N]
 
 Indexes come from bench/synthetic.py (real MiniLM token statistics, written in compressed form; its docstring says
 what is synthetic) and are kept under .device/ for the next run. Queries: the 10 questions of
@@ -117,7 +118,13 @@ async def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sample", type=Path, default=synthetic.DEFAULT_SAMPLE)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 on a shared machine: waiting threads spin and inflate CPU time)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     sample = synthetic.real_sample(args.sample)
     print(describe())
     print(f"\nRanking only (queries encoded beforehand), k={K}; hybrid takes {4 * K} from each ranking. "

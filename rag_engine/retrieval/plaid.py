@@ -5,7 +5,8 @@ Stages (Santhanam et al., "PLAID", 2022), for a query Q (q × dim) and centroids
    passages candidates, scored by Σ_i max_j S[i, code_j] over those tokens only (PLAID's pruned interaction).
 2. The best `ndocs` candidates get full centroid interaction: the same sum over all their tokens' centroids.
 3. The best `ndocs / 4` are decompressed (centroid + residual buckets) and scored with exact MaxSim; the best k are
-   kept. The stage sizes are PLAID's for k = 10 (ndocs = 256).
+   kept. ndocs is PLAID's 256 for k = 10 and grows as 26·k beyond (hybrid search asks for k = 20): measured on real
+   MiniLM vectors, top-20 agreement with exact scoring was 0.885 with 256 and 0.961 with 512.
 `exact_scores` (every passage decompressed, then MaxSim) is the reference the pruned path is tested against.
 """
 
@@ -110,7 +111,7 @@ def pruned_top_k(
     if len(index) == 0 or k <= 0:
         return []
     device = index.codes.device
-    ndocs = max(ndocs, 8 * k)
+    ndocs = max(ndocs, 26 * k)
     with torch.inference_mode():
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device)
         centroid_scores = (q @ index.centroids.T).T.contiguous()  # (K, q): a gather by code reads one row
