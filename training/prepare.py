@@ -96,21 +96,38 @@ async def pdf_records(
     budget: PromptBudget,
     rng: random.Random,
     count_tokens: TokenCounter | None = None,
+    *,
+    tries: int = 1,
+    concurrency: int = 1,
 ) -> tuple[list[TrainingRecord], Counter[str]]:
-    """Generated question/answer records for the training papers, plus as many mismatched (abstain) records."""
+    """Generated question/answer records for the training papers, plus as many mismatched (abstain) records.
+
+    Up to `3 * per_paper` passages of each paper are asked about, each up to `tries` times (a sampling generator
+    writes a new pair each time) until one pair is supported; the first `per_paper` supported ones are kept.
+    `concurrency` passages are asked about at once (a batched backend decodes them together).
+    """
     out: list[TrainingRecord] = []
     counts: Counter[str] = Counter()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(title: str, passage: Passage):
+        async with gate:
+            for _ in range(tries):
+                pair = await generate_pair(generate, title, passage.text)  # type: ignore[arg-type]
+                if pair is not None:
+                    return pair
+                counts["generated, dropped as unsupported"] += 1
+            return None
+
     for paper in papers:
         # Passages long enough to ask about, spread over the paper.
         candidates = [p for p in paper.passages if len(content_words(p.text)) >= 30]
         rng.shuffle(candidates)
+        candidates = candidates[: per_paper * 3 if generate else 0]
+        pairs = await asyncio.gather(*(ask(paper.title, p) for p in candidates))
         kept = 0
-        for passage in candidates[: per_paper * 3 if generate else 0]:
-            if kept >= per_paper:
-                break
-            pair = await generate_pair(generate, paper.title, passage.text)  # type: ignore[arg-type]
-            if pair is None:
-                counts["generated, dropped as unsupported"] += 1
+        for passage, pair in zip(candidates, pairs, strict=True):
+            if pair is None or kept >= per_paper:
                 continue
             distractors = _lexical_neighbours(pair.question, paper.passages, budget.max_sources - 1, exclude=passage)
             out.append(from_generated(
@@ -139,6 +156,18 @@ def gguf_token_counter(path: Path) -> TokenCounter:
 
     vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def _cap_abstentions(
+    records: list[TrainingRecord], ratio: float | None, rng: random.Random
+) -> tuple[list[TrainingRecord], int]:
+    """At most `ratio` abstention records per answerable one (None: all), so the model does not learn to refuse."""
+    answerable = [r for r in records if r.answerable]
+    abstain = [r for r in records if not r.answerable]
+    if ratio is None or len(abstain) <= ratio * len(answerable):
+        return records, 0
+    keep = rng.sample(abstain, int(ratio * len(answerable)))
+    return answerable + keep, len(abstain) - len(keep)
 
 
 def _versions() -> dict[str, str]:
@@ -174,6 +203,9 @@ async def prepare(
     seed: int = 0,
     settings: Settings | None = None,
     count_tokens: TokenCounter | None = None,
+    abstain_ratio: float | None = None,
+    tries: int = 1,
+    concurrency: int = 1,
 ) -> dict:
     """Write train.jsonl, eval.jsonl and manifest.json into `out`; returns the manifest."""
     settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
@@ -187,8 +219,10 @@ async def prepare(
         refused = sorted(p.name for p in Path(pdf_dir).glob("*.pdf") if split.pdf_side(p.name) == "eval")
         log.info("training papers: %s (evaluation papers left out: %s)", [p.name for p in pdfs], refused)
         papers = [await asyncio.to_thread(paper_passages, p, settings) for p in pdfs]
-        generated, made = await pdf_records(papers, generator, per_paper, budget, rng, count_tokens)
+        generated, made = await pdf_records(papers, generator, per_paper, budget, rng, count_tokens,
+                                            tries=tries, concurrency=concurrency)
         train.extend(generated)
+    train, capped = _cap_abstentions(train, abstain_ratio, rng)
     rng.shuffle(train)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
@@ -197,8 +231,8 @@ async def prepare(
         "train": dict(Counter(r.kind for r in train)),
         "eval": dict(Counter(r.kind for r in held_out)),
         "train_abstain": sum(not r.answerable for r in train),
-        "skipped": dict(skipped),
-        "generation": {"model": generator_name or None, "per_paper": per_paper, **dict(made)},
+        "skipped": {**dict(skipped), **({"abstention records over the ratio": capped} if capped else {})},
+        "generation": {"model": generator_name or None, "per_paper": per_paper, "tries": tries, **dict(made)},
         "how_made": {
             "qasa-answerable": "QASA evidence paragraphs as sources among the paper's other paragraphs; reasoning from "
                                "the rationales, answer = composition with [n] citations",
@@ -231,17 +265,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GGUF that writes questions for the training papers (none: no generated records)")
     parser.add_argument("--per-paper", type=int, default=8, help="generated records kept per training paper (default 8)")
     parser.add_argument("--n-gpu-layers", type=int, default=-1, help="generator layers on the GPU (default -1: all)")
+    parser.add_argument("--tries", type=int, default=1,
+                        help="generations per passage until one is supported (default 1; >1 wants --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="generator sampling temperature (default 0)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="passages asked about at once, decoded together in one batch (default 1)")
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="GGUF of the served model: passages are cut to the budget in its tokens, exactly as when "
                              "serving (default: the serving path's estimate, 4 characters a token)")
+    parser.add_argument("--abstain-ratio", type=float, default=None,
+                        help="at most this many abstention records per answerable one in train.jsonl "
+                             "(default: keep all)")
     parser.add_argument("--seed", type=int, default=0, help="shuffling and distractor order (default 0)")
 
 
-async def _open_generator(path: Path, n_gpu_layers: int):
+async def _open_generator(path: Path, n_gpu_layers: int, parallel: int):
     from rag_engine.llm.factory import open_backend
 
-    settings = Settings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers, batched=False,  # type: ignore[call-arg]
-                        n_ctx=4096, flash_attn=False)
+    settings = Settings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers,  # type: ignore[call-arg]
+                        batched=parallel > 1, parallel=parallel, n_ctx=4096, flash_attn=False)
     return await open_backend(settings)
 
 
@@ -249,13 +291,14 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict:
         from training.generate import backend_generator
 
-        backend = await _open_generator(args.generator, args.n_gpu_layers) if args.generator else None
+        backend = await _open_generator(args.generator, args.n_gpu_layers, args.parallel) if args.generator else None
         try:
-            generator = backend_generator(backend) if backend is not None else None
+            generator = backend_generator(backend, temperature=args.temperature) if backend is not None else None
             return await prepare(
                 args.qasa, args.pdfs, args.split, args.out, generator=generator,
                 generator_name=args.generator.name if args.generator else "", per_paper=args.per_paper, seed=args.seed,
                 count_tokens=gguf_token_counter(args.tokenizer) if args.tokenizer else None,
+                abstain_ratio=args.abstain_ratio, tries=args.tries, concurrency=args.parallel,
             )
         finally:
             if backend is not None:
