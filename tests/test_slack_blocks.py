@@ -86,7 +86,7 @@ def test_sources_show_title_and_pages_in_citation_order():
     sources = next(
         b["text"]["text"] for b in message.blocks if b["type"] == "section" and "Sources" in b["text"]["text"]
     )
-    assert sources.splitlines() == ["*Sources*", "• [1] BERT, pp. 3–4", "• [2] GPT, p. 5"]
+    assert sources.splitlines() == ["*Sources*", "• [1] BERT, p. 3–4", "• [2] GPT, p. 5"]
 
 
 def test_a_single_word_longer_than_a_section_is_cut_not_dropped():

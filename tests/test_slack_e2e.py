@@ -314,7 +314,7 @@ async def test_thread_reply_continues_the_conversation(socket_bot: Via, slack: S
     fetched = [c for c in slack.api("conversations.replies") if c.args["ts"] == thread]
     assert fetched and fetched[-1].args["include_all_metadata"] in ("1", "true", True)
     # The history the bot built from that thread: the first question with the bot's first answer.
-    history = socket_bot.bot._history(slack.replies(channel, thread), before_ts=follow_up["ts"])
+    history = socket_bot.bot.threads.history(slack.replies(channel, thread), before_ts=follow_up["ts"])
     stored = await core.answer_for(chan(channel), first["ts"])
     assert stored is not None and [(t.question, t.answer) for t in history] == [(QUESTION, stored.answer.strip())]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_app.api import _API_ERRORS, _error_code
+from bot.slack_app.api import API_ERRORS, error_code
 from bot.slack_app.blocks import SlackMessage
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,21 @@ class LiveMessage:
         extra = {"metadata": metadata} if metadata else {}
         try:
             await self.client.chat_update(channel=self.channel, ts=self.ts, **message.payload(), **extra)
-        except _API_ERRORS as error:
-            code = _error_code(error)
+        except API_ERRORS as error:
+            code = error_code(error)
             self.gone = code in _GONE
             log.warning("chat.update %s/%s failed: %s", self.channel, self.ts, code)
         finally:
             self._last = time.monotonic()
+
+
+class Editing:
+    """Makes the `LiveMessage`s of one bot: its client, the per-message interval and the shared budget."""
+
+    def __init__(self, client: AsyncWebClient, interval: float, edits_per_minute: float) -> None:
+        self._client = client
+        self._interval = interval
+        self._budget = EditBudget(edits_per_minute)
+
+    def live(self, channel: str, ts: str) -> LiveMessage:
+        return LiveMessage(self._client, channel, ts, self._interval, self._budget)
