@@ -589,7 +589,8 @@ async def test_long_answer_streams_at_a_steady_pace_and_is_split(
         question = await world.fake.post(
             world.papers, world.alice, f"{world.fake.mention()} explain the attention mechanism of the transformer"
         )
-        await answer_to(world, question, timeout=120)
+        shown = await answer_to(world, question, timeout=120)
+        assert "final" in calls[0], f"no answer, the bot said: {shown[0].content[:300]!r}"
         answer = calls[0]["final"]
         expected = render.answer_pieces(answer)
         pieces = await world.fake.wait_for(
