@@ -79,7 +79,8 @@ class LiveMessage:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
-    async def finish(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> None:
+    async def finish(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> str | None:
+        """Send `message` as the last word (after any edit in flight); Slack's error code, or None when it took it."""
         self._pending = None
         if self._flusher is not None and not self._flusher.done():
             if self._sending:
@@ -91,7 +92,7 @@ class LiveMessage:
                     await self._flusher
         await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
         self._budget.spend()
-        await self._update(message, metadata)
+        return await self._update(message, metadata)
 
     async def _flush(self) -> None:
         while self._pending is not None and not self.gone:
@@ -106,9 +107,9 @@ class LiveMessage:
             finally:
                 self._sending = False
 
-    async def _update(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> None:
+    async def _update(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> str | None:
         if self.gone:
-            return
+            return "message_not_found"
         extra = {"metadata": metadata} if metadata else {}
         try:
             await self.client.chat_update(channel=self.channel, ts=self.ts, **message.payload(), **extra)
@@ -116,8 +117,10 @@ class LiveMessage:
             code = error_code(error)
             self.gone = code in _GONE
             log.warning("chat.update %s/%s failed: %s", self.channel, self.ts, code)
+            return code
         finally:
             self._last = time.monotonic()
+        return None
 
 
 class Editing:
