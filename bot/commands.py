@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bot.formatting import plural, source_lines
+from bot.formatting import pages_label, plural, source_lines
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -125,7 +125,7 @@ async def search(
     if not result.hits:
         print("no passages found")
     for rank, hit in enumerate(result.hits, start=1):
-        pages = f"p. {hit.page_start}" if hit.page_start == hit.page_end else f"pp. {hit.page_start}-{hit.page_end}"
+        pages = pages_label(hit.page_start, hit.page_end)
         print(f"{rank}. {hit.title}, {pages}  (score {hit.score:.4f}, doc {hit.doc_id}, chunk {hit.chunk_id})")
         print(f"   {hit.text[:300].replace(chr(10), ' ')}")
     return 0

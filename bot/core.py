@@ -13,7 +13,7 @@ from dataclasses import replace
 from bot import logging_setup
 from bot.download import Downloader
 from bot.links import arxiv_pdf_links
-from bot.messages import Channel, PaperInfo, StatusInfo, Turn, User
+from bot.messages import APOLOGY, Channel, PaperInfo, StatusInfo, Turn, User
 from bot.ratelimit import SlidingWindowLimiter
 from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Called with a short human-readable progress line ("Encoding passages: 40/120").
 Progress = Callable[[str], Awaitable[None]]
-
-APOLOGY = "Sorry, something went wrong on my side. The error was logged; please try again."
-
 
 class Core:
     """One per running bot; every adapter calls only these methods."""

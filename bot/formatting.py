@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from rag_engine.types import Answer, Source
+from rag_engine.prompting import pages_label  # re-exported: the label the model was shown and cites
+from rag_engine.types import Answer
 from rag_engine.wording import plural  # re-exported: the bot layer's one way to count
 
 __all__ = ["pages_label", "plural", "source_lines", "split_message"]
@@ -13,21 +14,12 @@ __all__ = ["pages_label", "plural", "source_lines", "split_message"]
 _FENCE = "```"
 
 
-def pages_label(source: Source) -> str:
-    """'p. 3', 'pp. 3–4' or '' when the passage has no page (training paragraphs)."""
-    if source.page_start is None:
-        return ""
-    if source.page_end is None or source.page_end == source.page_start:
-        return f"p. {source.page_start}"
-    return f"pp. {source.page_start}–{source.page_end}"
-
-
 def source_lines(answer: Answer, *, title: Callable[[str], str] = str) -> list[str]:
-    """One line per source, `[n] Title, pp. 3–4`, in citation order. `title` escapes each title for the platform
+    """One line per source, `[n] Title, p. 3–4` (the label the model was shown), in citation order. `title` escapes each title for the platform
     on its own (escaping the composed line can leave markup in a title live)."""
     lines = []
     for source in answer.sources:
-        label = pages_label(source)
+        label = pages_label(source.page_start, source.page_end)
         lines.append(f"[{source.n}] {title(source.title)}" + (f", {label}" if label else ""))
     return lines
 

@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from rag_engine.types import AnswerEvent, Failed, Final, Partial, Queued, Turn
 
 __all__ = [
-    "AnswerEvent", "Channel", "Failed", "Final", "PaperInfo", "Partial", "Queued", "StatusInfo", "Turn", "User",
+    "APOLOGY", "AnswerEvent", "Channel", "Failed", "Final", "PaperInfo", "Partial", "Queued", "StatusInfo", "Turn",
+    "User",
 ]
+
+#: What a user reads when something failed on our side (the cause is logged); every surface says the same.
+APOLOGY = "Sorry, something went wrong on my side. The error was logged; please try again."
 
 
 @dataclass(frozen=True, slots=True)

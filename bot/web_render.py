@@ -116,7 +116,7 @@ def partial_message(answer: str) -> ChatMessage:
 
 
 def sources_markdown(answer: Answer) -> str:
-    """'**Sources**' and one bullet per cited passage (`[n] Title, pp. 3–4`); '' when there are none."""
+    """'**Sources**' and one bullet per cited passage (`[n] Title, p. 3–4`); '' when there are none."""
     lines = source_lines(answer)
     if not lines:
         return ""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bot.discord_app import ThrottledEditor, render
-from bot.discord_app.events import _question_text
+from bot.discord_app.app import question_text
 from bot.messages import PaperInfo, Partial
 from rag_engine.types import Answer, IngestReport, Source
 
@@ -47,8 +47,8 @@ def test_short_answer_is_one_message_with_sources_and_hidden_reasoning() -> None
     assert text.startswith("It is 42 [1].")
     assert render.SOURCES_HEADER in text
     # Titles and pages, with the title's markdown escaped so it shows as written.
-    assert "[1] Paper\\_1: a \\*study\\* of things, pp. 1–2" in text
-    assert "[2] Paper\\_2: a \\*study\\* of things, pp. 2–3" in text
+    assert "[1] Paper\\_1: a \\*study\\* of things, p. 1–2" in text
+    assert "[2] Paper\\_2: a \\*study\\* of things, p. 2–3" in text
     assert "||Section 3 defines it.||" in text
     assert text.index("It is 42") < text.index(render.SOURCES_HEADER) < text.index("||Section 3")
 
@@ -161,8 +161,8 @@ def test_votes(emoji: str, vote: int | None) -> None:
 
 def test_question_text_drops_the_mention_and_paper_links() -> None:
     text = "<@42> what does https://arxiv.org/abs/1706.03762v5 say about <@!42> heads?"
-    assert _question_text(text, 42, ["http://127.0.0.1:1/pdf/1706.03762v5"]) == "what does say about heads?"
-    assert _question_text("<@7> hi", 42, []) == "<@7> hi"
+    assert question_text(text, 42, ["http://127.0.0.1:1/pdf/1706.03762v5"]) == "what does say about heads?"
+    assert question_text("<@7> hi", 42, []) == "<@7> hi"
 
 
 async def test_throttled_editor_edits_at_most_once_per_interval_and_always_shows_the_final_text() -> None:

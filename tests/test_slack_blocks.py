@@ -86,7 +86,7 @@ def test_sources_show_title_and_pages_in_citation_order():
     sources = next(
         b["text"]["text"] for b in message.blocks if b["type"] == "section" and "Sources" in b["text"]["text"]
     )
-    assert sources.splitlines() == ["*Sources*", "• [1] BERT, pp. 3–4", "• [2] GPT, p. 5"]
+    assert sources.splitlines() == ["*Sources*", "• [1] BERT, p. 3–4", "• [2] GPT, p. 5"]
 
 
 def test_a_single_word_longer_than_a_section_is_cut_not_dropped():
@@ -217,3 +217,17 @@ def test_remove_and_clear_notices_escape_the_title_once_and_mention_the_person()
     cleared = str(sb.cleared_message("U123", "ann", 2).blocks)
     assert "<@U123> cleared this channel's papers (2 removed)" in cleared
     assert sb.removed_message("U123", "ann", paper).payload()["text"].startswith("ann removed A &amp; B &lt;1&gt;")
+
+
+def test_answers_in_markdown_blocks_keep_the_markdown_and_fit_slack():
+    text = _words(2_500, seed=7) + "\n\n**bold** and a <!channel>"
+    sources = (Source(1, 1, 1, "A & B", 2, 2),)
+    messages = sb.answer_messages(Answer("why", text, False, sources), elapsed_s=1.0, markdown=True)
+    for message in messages:
+        _within_limits(message)
+    markdown = [b["text"] for m in messages for b in m.blocks if b["type"] == "markdown"]
+    assert markdown and " ".join(markdown).split() == sb.escape(text).split()  # all of it, as Markdown, escaped
+    assert "**bold**" in markdown[-1] and "&lt;!channel&gt;" in markdown[-1]
+    assert all(len(t) <= sb.MARKDOWN_CHARS for t in markdown)
+    sections = [b["text"]["text"] for m in messages for b in m.blocks if b["type"] == "section"]
+    assert "*Sources*\n• [1] A &amp; B, p. 2" in sections

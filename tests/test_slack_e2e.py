@@ -25,6 +25,7 @@ from bot.download import Downloader
 from bot.messages import Channel, Failed, Final, Queued, User
 from bot.runtime import open_core
 from bot.slack_app import ANSWER_METADATA, STOPPED, SlackBot, SlackSetupError, serve
+from bot.slack_app import blocks as sb
 from rag_engine.errors import QueueFull
 from rag_engine.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
@@ -314,7 +315,7 @@ async def test_thread_reply_continues_the_conversation(socket_bot: Via, slack: S
     fetched = [c for c in slack.api("conversations.replies") if c.args["ts"] == thread]
     assert fetched and fetched[-1].args["include_all_metadata"] in ("1", "true", True)
     # The history the bot built from that thread: the first question with the bot's first answer.
-    history = socket_bot.bot._history(slack.replies(channel, thread), before_ts=follow_up["ts"])
+    history = socket_bot.bot.threads.history(slack.replies(channel, thread), before_ts=follow_up["ts"])
     stored = await core.answer_for(chan(channel), first["ts"])
     assert stored is not None and [(t.question, t.answer) for t in history] == [(QUESTION, stored.answer.strip())]
 
@@ -600,3 +601,58 @@ async def test_missing_or_refused_tokens_are_explained(slack: SlackStandIn, core
     revoked = slack_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-revoked")})
     with pytest.raises(SlackSetupError, match="invalid_auth"):
         await SlackBot(core, revoked, base_url=slack.api_url).start()
+
+
+# --- Slack's native streaming, and falling back where a workspace lacks it ------------------------------------------
+def _block_types(call_args: dict[str, Any]) -> list[str]:
+    blocks = call_args.get("blocks") or []
+    return [b.get("type") for b in (json.loads(blocks) if isinstance(blocks, str) else blocks)]
+
+
+async def test_native_streaming_where_the_workspace_has_it(core: Core, slack_settings: Settings, slack: SlackStandIn):
+    channel = "CNATIVE"
+    await add_paper(core, channel, MINIMAL)
+    slack.streaming = slack.markdown_blocks = True
+    try:
+        async with _bot(core, slack_settings, slack, "http") as bot:  # its own bot: nothing learnt yet
+            via = Via(slack, bot, "http")
+            thread, answer = await ask(via, channel, AUTHOR, QUESTION)
+            await bot.wait_idle()
+    finally:
+        slack.streaming = slack.markdown_blocks = False
+
+    [start] = [c for c in slack.api("chat.startStream") if c.args["channel"] == channel]
+    assert start.args["thread_ts"] == thread
+    assert (start.args["recipient_user_id"], start.args["recipient_team_id"]) == (AUTHOR, SlackStandIn.TEAM)
+    [stop] = [c for c in slack.api("chat.stopStream") if c.args["channel"] == channel]
+    assert stop.args["ts"] == answer["ts"] and stop.args["metadata"]["event_type"] == ANSWER_METADATA
+    # The answer is the streamed Markdown (escaped once), followed by its sources and footer as blocks.
+    stored = await core.answer_for(chan(channel), answer["ts"])  # registered for 👍/👎 and follow-ups
+    assert stored is not None and answer["text"] == sb.escape(stored.answer.strip())
+    assert "*Sources*\n• [1] " in all_text(answer)
+    # The placeholder gave way to the stream: the thread holds the question's answer and nothing else.
+    assert [m["ts"] for m in slack.thread(channel, thread)] == [answer["ts"]]
+    assert not [c for c in slack.api("chat.update") if c.args.get("ts") == answer["ts"]]
+
+
+async def test_without_native_streaming_or_markdown_blocks_the_bot_falls_back_and_remembers(
+    core: Core, slack_settings: Settings, slack: SlackStandIn
+):
+    channel = "CFALLBACK"
+    await add_paper(core, channel, MINIMAL)
+    assert not slack.streaming and not slack.markdown_blocks  # the stand-in answers as a workspace without them
+    async with _bot(core, slack_settings, slack, "http") as bot:
+        via = Via(slack, bot, "http")
+        _, first = await ask(via, channel, AUTHOR, QUESTION)
+        _, second = await ask(via, channel, OTHER, "which vectors does late interaction compare?")
+        await bot.wait_idle()
+
+    # Each was tried once in this workspace (and turned down), then not again.
+    assert len([c for c in slack.api("chat.startStream") if c.args["channel"] == channel]) == 1
+    tried_markdown = [
+        c for c in slack.api("chat.update") if c.args["channel"] == channel and "markdown" in _block_types(c.args)
+    ]
+    assert len(tried_markdown) == 1
+    for answer in (first, second):  # both answered the way that works there: chat.update of the placeholder, mrkdwn
+        assert answer["blocks"][0]["type"] == "section" and "*Sources*" in all_text(answer)
+        assert len([c for c in slack.api("chat.update") if c.args["ts"] == answer["ts"]]) >= 2

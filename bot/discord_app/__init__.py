@@ -2,29 +2,25 @@
 
 Behaviour (permissions, limits, what a failure says) lives in `bot.core`; this package only knows Discord: intents,
 mentions, attachments, replies, message edits at a pace Discord accepts, interactions and their 3-second window.
-Message text comes from `bot.discord_app.render`.
 
-`PaperBot` is assembled from one part per job, each in its own module:
+`PaperBot` (a discord.Client) is composed of one object per job, each given what it needs:
 
-- `app`: the client (intents, the command tree, owned tasks, shutdown); `serve`
-- `events`: messages (uploaded PDFs, paper links, mentions and replies that ask), joining a guild
-- `answers`: Core's answer streamed into a placeholder, then posted in pieces
-- `targets`: where an answer goes: a reply message, or an interaction's deferred response
-- `history`: the message a reply refers to, the answers the bot remembers, earlier turns
-- `ingest`: indexing attachments and links, progress shown by editing a reply
-- `slash`: `/ask` and the `/papers` group
-- `feedback`: 👍/👎 reactions on answers
-- `mapping`: Discord channels and members as our `Channel` and `User` (who is a moderator)
-- `editing`: edits of a message being written at a pace Discord accepts; retrying sends that matter
+- `app`: the client, its owned tasks and shutdown, the gateway events (messages, reactions, joining); `serve`
+- `mapping`: `Places` (which index a Discord channel uses), `user_of` (who is a moderator)
+- `conversations`: the message a reply refers to, the answers the bot remembers, earlier turns
+- `answers`: where an answer goes (reply or interaction) and `Answering`, Core's answer streamed into it
+- `ingest`: `Ingestion`, attachments and links indexed with progress shown by editing a reply
+- `slash`: `SlashCommands`, `/ask` and the `/papers` group (on `bot.slash.run_command`)
+- `editing`: edits of a message being written at a pace Discord accepts; retrying sends that matter; replies
 - `render`: what the messages say (pure functions)
 """
 
+from bot.discord_app.answers import AnswerTarget, InteractionTarget, ReplyTarget
 from bot.discord_app.app import PaperBot, serve
+from bot.discord_app.conversations import MAX_HISTORY_TURNS
 from bot.discord_app.editing import EDIT_INTERVAL_S, ThrottledEditor, deliver
-from bot.discord_app.history import MAX_HISTORY_TURNS
 from bot.discord_app.ingest import DOWNLOAD_TIMEOUT_S
 from bot.discord_app.mapping import PLATFORM
-from bot.discord_app.targets import AnswerTarget, InteractionTarget, ReplyTarget
 
 __all__ = [
     "DOWNLOAD_TIMEOUT_S",

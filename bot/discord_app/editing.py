@@ -113,3 +113,12 @@ async def deliver(call: Callable[[], Awaitable[T]]) -> T:
             log.warning("discord: %s %s, trying again in %.0f s", error.status, error.code, delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def reply(message: discord.Message, text: str) -> discord.Message | None:
+    """Reply in the message's channel; None (logged) when Discord refuses, e.g. no permission to post there."""
+    try:
+        return await message.reply(text, mention_author=False)
+    except discord.HTTPException as error:
+        log.warning("discord: cannot reply in channel %s (%s %s)", message.channel.id, error.status, error.code)
+        return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from bot.formatting import plural, source_lines, split_message
-from bot.messages import PaperInfo, Partial, StatusInfo
+from bot.messages import APOLOGY, PaperInfo, Partial, StatusInfo
 from rag_engine.types import Answer, IngestReport
 
 #: Discord's limit on a message's content.
@@ -114,7 +114,7 @@ def failed(message: str) -> str:
 
 
 def apology() -> str:
-    return "⚠️ Sorry, something went wrong on my side. It has been logged; please try again."
+    return failed(APOLOGY)
 
 
 # --- papers -----------------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """What the parts of the Slack bot share about Web API calls: the errors a call can raise, Slack's error code for
-logs and notices, and chat.postMessage."""
+logs and notices, chat.postMessage, and who the bot is in the workspace."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,39 +16,42 @@ from bot.slack_app.blocks import SlackMessage
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side. The error has been logged; please try again."
 #: What a Web API call can raise once slack-sdk's own retries (connection errors, 429s) are used up.
-_API_ERRORS = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
+API_ERRORS = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
-class Posting:
-    """Part of `SlackBot`: posting a message."""
+@dataclass
+class Identity:
+    """Who the bot is in its workspace (auth.test), filled in when it connects."""
 
-    client: AsyncWebClient
-
-    async def _post(
-        self,
-        channel_id: str,
-        message: SlackMessage,
-        thread_ts: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> str | None:
-        """chat.postMessage; the new message's ts, or None (logged) when Slack refused it."""
-        extra: dict[str, Any] = {}
-        if thread_ts:
-            extra["thread_ts"] = thread_ts
-        if metadata:
-            extra["metadata"] = metadata
-        try:
-            response = await self.client.chat_postMessage(channel=channel_id, **message.payload(), **extra)
-        except _API_ERRORS as error:
-            log.warning("chat.postMessage to %s failed: %s", channel_id, _error_code(error))
-            return None
-        return response.get("ts")
+    user_id: str = ""
+    bot_id: str = ""
+    team_id: str = ""
 
 
-def _error_code(error: BaseException) -> str:
+def error_code(error: BaseException) -> str:
     """Slack's error code (`not_in_channel`, …), or the kind of network failure."""
     if isinstance(error, SlackApiError):
         return str(error.response.get("error", "unknown_error"))
     return type(error).__name__
+
+
+async def post(
+    client: AsyncWebClient,
+    channel_id: str,
+    message: SlackMessage,
+    thread_ts: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> str | None:
+    """chat.postMessage; the new message's ts, or None (logged) when Slack refused it."""
+    extra: dict[str, Any] = {}
+    if thread_ts:
+        extra["thread_ts"] = thread_ts
+    if metadata:
+        extra["metadata"] = metadata
+    try:
+        response = await client.chat_postMessage(channel=channel_id, **message.payload(), **extra)
+    except API_ERRORS as error:
+        log.warning("chat.postMessage to %s failed: %s", channel_id, error_code(error))
+        return None
+    return response.get("ts")

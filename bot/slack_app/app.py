@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -18,20 +18,15 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import health
-from bot.slack_app.answers import Answers
-from bot.slack_app.api import _API_ERRORS, Posting, _error_code
-from bot.slack_app.editing import EditBudget
-from bot.slack_app.events import MessageEvents
-from bot.slack_app.feedback import Feedback
-from bot.slack_app.history import ThreadHistory
+from bot.core import Core
+from bot.slack_app.api import API_ERRORS, Identity, error_code
+from bot.slack_app.editing import Editing
+from bot.slack_app.events import Events
 from bot.slack_app.ingest import Ingestion
-from bot.slack_app.mapping import ChannelsAndUsers
-from bot.slack_app.recent import _Recent
+from bot.slack_app.mapping import People
 from bot.slack_app.slash import SlashCommands
+from bot.slack_app.threads import Threads
 from rag_engine.settings import Settings
-
-if TYPE_CHECKING:  # used in annotations only
-    from bot.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +35,12 @@ class SlackSetupError(ValueError):
     """A missing or rejected token: the message says which one and where it comes from."""
 
 
-class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, Feedback, ChannelsAndUsers, Posting):
+class SlackBot:
     """paperbot in one Slack workspace. `async with SlackBot(core, settings) as bot:` connects it (Socket Mode, or an
-    HTTP endpoint at `/slack/events`), and leaving the block disconnects it and cancels unfinished work."""
+    HTTP endpoint at `/slack/events`), and leaving the block disconnects it and cancels unfinished work.
+
+    Composed of one object per job, each given what it needs: `people` (channels and users), `threads` (answering
+    in threads, reading them back), `ingestion`, `commands` (slash commands) and `events` (the event listeners)."""
 
     def __init__(
         self,
@@ -71,16 +69,16 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
         self.files_host = files_host
         self.http_host = http_host
         self.http_port: int | None = None
-        self.bot_user_id = ""
-        self.bot_id = ""
-        self.team_id = ""
-        self._edit_interval = edit_interval
-        self._budget = EditBudget(edits_per_minute)
-        self._moderator_ttl = moderator_ttl_s
-        self._users = _Recent(5000)
-        self._events_seen = _Recent(2000)
-        self._threads = _Recent(5000)  # (channel, thread_ts) → whether the bot answers there
+        self.identity = Identity()
         self._tasks: set[asyncio.Task[Any]] = set()
+        editing = Editing(self.client, edit_interval, edits_per_minute)
+        self.people = People(self.client, self.identity, moderator_ttl_s)
+        self.threads = Threads(core, self.client, self.identity, self.people, editing)
+        self.ingestion = Ingestion(core, self.client, self.people, editing)
+        self.commands = SlashCommands(
+            core, self.client, self.identity, self.people, self.threads, editing, self._spawn, settings.bot_name
+        )
+        self.events = Events(core, self.client, self.identity, self.people, self.threads, self.ingestion, self._spawn)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         signing_secret = _secret(settings.slack_signing_secret)
@@ -112,13 +110,13 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
             self.client.session = aiohttp.ClientSession()
         try:
             identity = await self.client.auth_test()
-        except _API_ERRORS as error:
+        except API_ERRORS as error:
             await self.close()
-            reason = _error_code(error)
+            reason = error_code(error)
             raise SlackSetupError(f"Slack refused the bot token, or could not be reached ({reason}).") from error
-        self.bot_user_id = identity.get("user_id", "")
-        self.bot_id = identity.get("bot_id", "")
-        self.team_id = identity.get("team_id", "")
+        self.identity.user_id = identity.get("user_id", "")
+        self.identity.bot_id = identity.get("bot_id", "")
+        self.identity.team_id = identity.get("team_id", "")
         self.core.set_download_headers(self.files_host, {"Authorization": f"Bearer {self.client.token}"})
         if self.mode == "http":
             server = self.app.server(port=self.settings.slack_http_port, path="/slack/events", host=self.http_host)
@@ -127,14 +125,18 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
             await web.TCPSite(self._runner, self.http_host, self.settings.slack_http_port).start()
             self.http_port = self._runner.addresses[0][1]
             log.info(
-                "Slack HTTP endpoint on %s:%s/slack/events (team %s)", self.http_host, self.http_port, self.team_id
+                "Slack HTTP endpoint on %s:%s/slack/events (team %s)",
+                self.http_host,
+                self.http_port,
+                self.identity.team_id,
             )
         else:
             self._socket = AsyncSocketModeHandler(
                 self.app, _secret(self.settings.slack_app_token), web_client=self.client
             )
             await self._socket.connect_async()
-            log.info("connected to Slack over Socket Mode (team %s, bot user %s)", self.team_id, self.bot_user_id)
+            me = self.identity
+            log.info("connected to Slack over Socket Mode (team %s, bot user %s)", me.team_id, me.user_id)
 
     async def connected(self) -> bool:
         """Socket Mode: the websocket is open; HTTP mode: the endpoint listens (the health check asks)."""
@@ -159,6 +161,7 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
             self.client.session = None
 
     def _spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run `work` as a task this bot owns: cancelled on close, its failure logged."""
         async def guarded() -> None:
             try:
                 await work
@@ -186,18 +189,18 @@ class SlackBot(MessageEvents, Answers, ThreadHistory, Ingestion, SlashCommands, 
     # --- listeners ---------------------------------------------------------------------------------------------------
     def _register(self) -> None:
         app = self.app
-        app.event("app_mention")(self._on_mention)
-        app.event("message")(self._on_message)
-        app.event("reaction_added")(self._on_reaction)
-        app.event("member_joined_channel")(self._on_member_joined)
-        app.event("member_left_channel")(self._on_member_left)
-        app.event("channel_deleted")(self._on_channel_deleted)
+        app.event("app_mention")(self.events.on_mention)
+        app.event("message")(self.events.on_message)
+        app.event("reaction_added")(self.events.on_reaction)
+        app.event("member_joined_channel")(self.events.on_member_joined)
+        app.event("member_left_channel")(self.events.on_member_left)
+        app.event("channel_deleted")(self.events.on_channel_deleted)
         # Subscribed or implied events that need no action (files arrive as `message` events of subtype file_share,
         # which carry the channel, the sender and the file objects; `file_shared` would duplicate them).
         for name in ("file_shared", "reaction_removed", "file_created", "file_public"):
             app.event(name)(self._ignore)
-        app.command("/ask")(self._on_ask)
-        app.command("/papers")(self._on_papers)
+        app.command("/ask")(self.commands.on_ask)
+        app.command("/papers")(self.commands.on_papers)
         app.error(self._on_error)
 
     async def _ignore(self) -> None:

@@ -20,6 +20,7 @@ CONTEXT_ELEMENTS = 10
 MESSAGE_BLOCKS = 50
 MESSAGE_CHARS = 10_000  # summed text of one message's blocks; Slack's undocumented ceiling is near 13,000
 STREAM_CHARS = 2900  # what a message shows while an answer is still being written
+MARKDOWN_CHARS = 12_000  # a markdown block's text; also what one streaming call may carry
 
 Block = dict[str, Any]
 
@@ -144,9 +145,15 @@ def divider() -> Block:
     return {"type": "divider"}
 
 
+def markdown_block(markdown: str) -> Block:
+    """Standard Markdown that Slack renders itself (the `markdown` block; not every workspace accepts it)."""
+    return {"type": "markdown", "text": escape(markdown)[:MARKDOWN_CHARS]}
+
+
 def block_chars(block: Block) -> int:
     """Characters of text in one block (what counts towards Slack's per-message ceiling)."""
-    total = len(block.get("text", {}).get("text", ""))
+    text = block.get("text", {})
+    total = len(text) if isinstance(text, str) else len(text.get("text", ""))
     total += sum(len(e.get("text", "")) for e in block.get("elements", ()))
     return total
 
@@ -182,32 +189,40 @@ def _fallback(texts: list[str], default: str) -> str:
     return text[:MESSAGE_CHARS] if text else default
 
 
-def answer_messages(answer: Answer, elapsed_s: float = 0.0) -> list[SlackMessage]:
+def answer_messages(answer: Answer, elapsed_s: float = 0.0, *, markdown: bool = False) -> list[SlackMessage]:
     """The final answer: answer sections, the reasoning in context blocks, then the sources (title, pages).
 
     Long answers become several messages, each within Slack's limits; the first replaces the placeholder, the others
     follow it in the thread. Each message's `text` holds the answer text it shows (notifications, thread history).
+    With `markdown`, the answer goes in `markdown` blocks that Slack renders, instead of being converted to mrkdwn.
     """
     blocks: list[tuple[Block, str]] = []
     answer_text = answer.answer.strip() or "(no answer)"
     for piece in split_message(answer_text, SECTION_CHARS - 200):
-        blocks.append((section(to_mrkdwn(piece)), piece))
+        blocks.append((markdown_block(piece) if markdown else section(to_mrkdwn(piece)), piece))
+    blocks += [(block, "") for block in answer_tail(answer, elapsed_s)]
+    return _pack(blocks, first_text=answer_text[:200])
+
+
+def answer_tail(answer: Answer, elapsed_s: float = 0.0) -> list[Block]:
+    """What follows the answer's text: the reasoning (context blocks), the sources, the footer."""
+    blocks: list[Block] = []
     reasoning = answer.reasoning.strip()
     if reasoning:
         pieces = split_message(reasoning, SECTION_CHARS - 400)
         for n, piece in enumerate(pieces):
             label = ":thought_balloon: *Reasoning*" + (f" ({n + 1}/{len(pieces)})" if len(pieces) > 1 else "")
-            blocks.append((context(f"{label}\n{to_mrkdwn(piece)}"), ""))
-    lines = source_lines(answer)
+            blocks.append(context(f"{label}\n{to_mrkdwn(piece)}"))
+    lines = source_lines(answer, title=escape)  # each title escaped on its own
     if lines:
-        rendered = "\n".join(f"• {escape(line)}" for line in lines)
+        rendered = "\n".join(f"• {line}" for line in lines)
         for n, piece in enumerate(split_message(rendered, SECTION_CHARS - 100)):
-            blocks.append((section(("*Sources*\n" if n == 0 else "") + piece), ""))
+            blocks.append(section(("*Sources*\n" if n == 0 else "") + piece))
     footer = "React :+1: or :-1: to rate this answer."
     if elapsed_s > 0:
         footer = f"Answered in {elapsed_s:.1f} s · " + footer
-    blocks.append((context(footer), ""))
-    return _pack(blocks, first_text=answer_text[:200])
+    blocks.append(context(footer))
+    return blocks
 
 
 def partial_message(reasoning: str, answer: str) -> SlackMessage:

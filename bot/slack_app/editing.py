@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_app.api import _API_ERRORS, _error_code
+from bot.slack_app.api import API_ERRORS, error_code
 from bot.slack_app.blocks import SlackMessage
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class LiveMessage:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
-    async def finish(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> None:
+    async def finish(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> str | None:
+        """Send `message` as the last word (after any edit in flight); Slack's error code, or None when it took it."""
         self._pending = None
         if self._flusher is not None and not self._flusher.done():
             if self._sending:
@@ -91,7 +92,7 @@ class LiveMessage:
                     await self._flusher
         await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
         self._budget.spend()
-        await self._update(message, metadata)
+        return await self._update(message, metadata)
 
     async def _flush(self) -> None:
         while self._pending is not None and not self.gone:
@@ -106,15 +107,29 @@ class LiveMessage:
             finally:
                 self._sending = False
 
-    async def _update(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> None:
+    async def _update(self, message: SlackMessage, metadata: dict[str, Any] | None = None) -> str | None:
         if self.gone:
-            return
+            return "message_not_found"
         extra = {"metadata": metadata} if metadata else {}
         try:
             await self.client.chat_update(channel=self.channel, ts=self.ts, **message.payload(), **extra)
-        except _API_ERRORS as error:
-            code = _error_code(error)
+        except API_ERRORS as error:
+            code = error_code(error)
             self.gone = code in _GONE
             log.warning("chat.update %s/%s failed: %s", self.channel, self.ts, code)
+            return code
         finally:
             self._last = time.monotonic()
+        return None
+
+
+class Editing:
+    """Makes the `LiveMessage`s of one bot: its client, the per-message interval and the shared budget."""
+
+    def __init__(self, client: AsyncWebClient, interval: float, edits_per_minute: float) -> None:
+        self._client = client
+        self._interval = interval
+        self._budget = EditBudget(edits_per_minute)
+
+    def live(self, channel: str, ts: str) -> LiveMessage:
+        return LiveMessage(self._client, channel, ts, self._interval, self._budget)

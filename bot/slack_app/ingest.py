@@ -4,62 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.messages import Channel
+from bot.core import Core
+from bot.messages import APOLOGY, Channel
 from bot.slack_app import blocks as render
-from bot.slack_app.api import _API_ERRORS, APOLOGY, _error_code
-from bot.slack_app.editing import EditBudget, LiveMessage
+from bot.slack_app.api import API_ERRORS, error_code, post
+from bot.slack_app.editing import Editing
+from bot.slack_app.mapping import People
 from rag_engine.errors import USER_FACING
-
-if TYPE_CHECKING:  # used in annotations only
-    from bot.core import Core
 
 log = logging.getLogger(__name__)
 
 
 class Ingestion:
-    """Part of `SlackBot`: indexing files and links."""
+    """Files and links indexed into a channel's papers, one message showing progress and the outcome."""
 
-    core: Core
-    client: AsyncWebClient
-    _edit_interval: float
-    _budget: EditBudget
+    def __init__(self, core: Core, client: AsyncWebClient, people: People, editing: Editing) -> None:
+        self.core = core
+        self._client = client
+        self._people = people
+        self._editing = editing
 
-    async def _ingest_file(
-        self, channel: Channel, user_id: str, channel_id: str, thread_ts: str, file: dict[str, Any]
-    ) -> None:
+    async def file(self, channel: Channel, user_id: str, channel_id: str, thread_ts: str, file: dict[str, Any]) -> None:
         if file.get("file_access") == "check_file_info" or not file.get("url_private"):
             # Some events carry only a file's id (`file_access: check_file_info`): ask Slack for the rest.
             try:
-                file = (await self.client.files_info(file=file["id"]))["file"]
-            except _API_ERRORS as error:
-                code = _error_code(error)
+                file = (await self._client.files_info(file=file["id"]))["file"]
+            except API_ERRORS as error:
+                code = error_code(error)
                 log.warning("files.info %s failed: %s", file.get("id"), code)
                 notice = f"I can't access that file (Slack says `{code}`); try sharing it again."
-                await self._post(channel_id, render.notice_message(notice), thread_ts=thread_ts)
+                await post(self._client, channel_id, render.notice_message(notice), thread_ts=thread_ts)
                 return
-            if not _is_pdf(file):
+            if not is_pdf(file):
                 return
         name = file.get("name") or file.get("title") or "file.pdf"
         url = file.get("url_private_download") or file.get("url_private")
         await self._ingest(channel, user_id, channel_id, thread_ts, name, url)
 
-    async def _ingest_link(self, channel: Channel, user_id: str, channel_id: str, thread_ts: str, url: str) -> None:
+    async def link(self, channel: Channel, user_id: str, channel_id: str, thread_ts: str, url: str) -> None:
         name = urlsplit(url).path.rsplit("/", 1)[-1] or url
         await self._ingest(channel, user_id, channel_id, thread_ts, name, url)
 
     async def _ingest(
         self, channel: Channel, user_id: str, channel_id: str, thread_ts: str, name: str, url: str
     ) -> None:
-        user = await self._user(user_id)
-        posted = await self._post(channel_id, render.ingest_started_message(name), thread_ts=thread_ts)
+        user = await self._people.user(user_id)
+        posted = await post(self._client, channel_id, render.ingest_started_message(name), thread_ts=thread_ts)
         if posted is None:
             return
-        live = LiveMessage(self.client, channel_id, posted, self._edit_interval, self._budget)
+        live = self._editing.live(channel_id, posted)
 
         async def progress(line: str) -> None:
             live.show(render.ingest_progress_message(name, line))
@@ -80,7 +78,7 @@ class Ingestion:
         log.info("ingest %s into %s: %s", name, channel.index_name, report.status)
 
 
-def _is_pdf(file: dict[str, Any]) -> bool:
+def is_pdf(file: dict[str, Any]) -> bool:
     return (
         file.get("filetype") == "pdf"
         or file.get("mimetype") == "application/pdf"

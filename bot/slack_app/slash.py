@@ -1,50 +1,78 @@
-"""Slack's slash commands: `/ask` (the question is posted, then answered in its thread) and `/papers`."""
+"""Slack's slash commands: `/ask` (the question is posted, then answered in its thread) and `/papers`, each on the
+skeleton every platform shares (`bot.slash.run_command`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core import Core
 from bot.messages import Channel
 from bot.slack_app import blocks as render
-from bot.slack_app.api import APOLOGY
+from bot.slack_app.api import Identity, post
 from bot.slack_app.blocks import SlackMessage
-from bot.slack_app.editing import EditBudget, LiveMessage
-from bot.slack_app.recent import _Recent
-from rag_engine.errors import USER_FACING
-from rag_engine.settings import Settings
-
-if TYPE_CHECKING:  # used in annotations only
-    from bot.core import Core
+from bot.slack_app.editing import Editing
+from bot.slack_app.mapping import People
+from bot.slack_app.threads import Threads
+from bot.slash import run_command
 
 log = logging.getLogger(__name__)
 
+#: Runs work as a task the bot owns, under a name for the logs.
+Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+Ack = Callable[..., Awaitable[Any]]
+
 
 class SlashCommands:
-    """Part of `SlackBot`: the `/ask` and `/papers` listeners."""
+    """The `/ask` and `/papers` listeners."""
 
-    core: Core
-    settings: Settings
-    client: AsyncWebClient
-    bot_user_id: str
-    _threads: _Recent
-    _edit_interval: float
-    _budget: EditBudget
+    def __init__(
+        self,
+        core: Core,
+        client: AsyncWebClient,
+        identity: Identity,
+        people: People,
+        threads: Threads,
+        editing: Editing,
+        spawn: Spawn,
+        bot_name: str,
+    ) -> None:
+        self.core = core
+        self._client = client
+        self._identity = identity
+        self._people = people
+        self._threads = threads
+        self._editing = editing
+        self._spawn = spawn
+        self._bot_name = bot_name
 
-    async def _on_ask(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any], respond: Any) -> None:
-        await ack()
-        channel = self._channel(command["channel_id"], command.get("team_id"))
-        if not self.core.is_allowed(channel):
-            await respond(**_ephemeral(render.notice_message("I'm not enabled in this channel.")))
-            return
-        self._spawn(self._ask_command(channel, command, respond), f"/ask {command['channel_id']}")
+    def _run(self, name: str, ack: Ack, command: dict[str, Any], respond: Any, work: Callable[[Channel], Any]) -> None:
+        async def context() -> Channel | None:
+            channel = self._people.channel(command["channel_id"], command.get("team_id"))
+            if not self.core.is_allowed(channel):
+                await respond(**_ephemeral(render.notice_message("I'm not enabled in this channel.")))
+                return None
+            return channel
 
-    async def _ask_command(self, channel: Channel, command: dict[str, Any], respond: Any) -> None:
-        question = render.plain_text(command.get("text", ""), self.bot_user_id)
-        user = await self._user(command["user_id"])
+        async def fail(message: str) -> None:
+            await respond(**_ephemeral(render.notice_message(message)))
+
+        # The whole command runs as an owned task; Bolt waits (up to 3 s) for its ack, which comes first.
+        flow = run_command(name, defer=ack, context=context, work=work, fail=fail)
+        self._spawn(flow, f"{name} {command['channel_id']}")
+
+    async def on_ask(self, ack: Ack, command: dict[str, Any], respond: Any) -> None:
+        self._run("/ask", ack, command, respond, lambda channel: self._ask(channel, command, respond))
+
+    async def on_papers(self, ack: Ack, command: dict[str, Any], respond: Any) -> None:
+        self._run("/papers", ack, command, respond, lambda channel: self._papers(channel, command, respond))
+
+    async def _ask(self, channel: Channel, command: dict[str, Any], respond: Any) -> None:
+        question = render.plain_text(command.get("text", ""), self._identity.user_id)
+        user = await self._people.user(command["user_id"])
         # The question is posted as a message so that the answer can stream into its thread (response_url only
         # allows five replies and no edits of the bot's own message).
         shown = render.escape(question)[: render.SECTION_CHARS - 100]
@@ -52,59 +80,38 @@ class SlashCommands:
             f"{user.name} asked: {question}"[: render.MESSAGE_CHARS],
             (render.section(f":question: <@{user.id}> asked: {shown}"),),
         )
-        anchor = await self._post(command["channel_id"], header)
+        anchor = await post(self._client, command["channel_id"], header)
         if anchor is None:
-            await respond(
-                **_ephemeral(
-                    render.notice_message(
-                        "I can't post in this channel. Invite me first (`/invite @" + self.settings.bot_name + "`)."
-                    )
-                )
-            )
+            invite = f"I can't post in this channel. Invite me first (`/invite @{self._bot_name}`)."
+            await respond(**_ephemeral(render.notice_message(invite)))
             return
-        posted = await self._post(command["channel_id"], render.thinking_message(), thread_ts=anchor)
+        posted = await post(self._client, command["channel_id"], render.thinking_message(), thread_ts=anchor)
         if posted is None:
             return
-        self._threads.put((command["channel_id"], anchor), True)
-        live = LiveMessage(self.client, command["channel_id"], posted, self._edit_interval, self._budget)
-        await self._stream_answer(channel, user, question, (), live, anchor)
+        self._threads.mark(command["channel_id"], anchor)
+        live = self._editing.live(command["channel_id"], posted)
+        await self._threads.stream_answer(channel, user, question, (), live, anchor)
 
-    async def _on_papers(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any], respond: Any) -> None:
-        await ack()
-        channel = self._channel(command["channel_id"], command.get("team_id"))
-        if not self.core.is_allowed(channel):
-            await respond(**_ephemeral(render.notice_message("I'm not enabled in this channel.")))
-            return
-        self._spawn(self._papers_command(channel, command, respond), f"/papers {command['channel_id']}")
-
-    async def _papers_command(self, channel: Channel, command: dict[str, Any], respond: Any) -> None:
+    async def _papers(self, channel: Channel, command: dict[str, Any], respond: Any) -> None:
         words = command.get("text", "").split()
         action = words[0].lower() if words else "help"
-        try:
-            if action == "list":
-                reply = _ephemeral(render.papers_message(await self.core.list_papers(channel)))
-            elif action == "status":
-                reply = _ephemeral(render.status_message(await self.core.status(channel)))
-            elif action == "remove":
-                if len(words) != 2 or not words[1].isdigit():
-                    reply = _ephemeral(
-                        render.notice_message("Usage: `/papers remove ID` (`/papers list` shows the ids).")
-                    )
-                else:
-                    user = await self._user(command["user_id"])
-                    paper = await self.core.remove_paper(channel, user, int(words[1]))
-                    reply = _in_channel(render.removed_message(user.id, user.name, paper))
-            elif action == "clear":
-                user = await self._user(command["user_id"], fresh=True)
-                removed = await self.core.clear(channel, user)
-                reply = _in_channel(render.cleared_message(user.id, user.name, removed))
+        if action == "list":
+            reply = _ephemeral(render.papers_message(await self.core.list_papers(channel)))
+        elif action == "status":
+            reply = _ephemeral(render.status_message(await self.core.status(channel)))
+        elif action == "remove":
+            if len(words) != 2 or not words[1].isdigit():
+                reply = _ephemeral(render.notice_message("Usage: `/papers remove ID` (`/papers list` shows the ids)."))
             else:
-                reply = _ephemeral(render.markdown_message(self.core.help_text()))
-        except USER_FACING as error:
-            reply = _ephemeral(render.notice_message(str(error)))
-        except Exception:
-            log.exception("/papers %s in %s failed", action, channel.index_name)
-            reply = _ephemeral(render.notice_message(APOLOGY))
+                user = await self._people.user(command["user_id"])
+                paper = await self.core.remove_paper(channel, user, int(words[1]))
+                reply = _in_channel(render.removed_message(user.id, user.name, paper))
+        elif action == "clear":
+            user = await self._people.user(command["user_id"], fresh=True)
+            removed = await self.core.clear(channel, user)
+            reply = _in_channel(render.cleared_message(user.id, user.name, removed))
+        else:
+            reply = _ephemeral(render.markdown_message(self.core.help_text()))
         await respond(**reply)
 
 

@@ -6,9 +6,12 @@
         await slack.send_event(slack.user_message("C1", "U1", "hello"), via="socket")
 
 What it serves:
-- the Web API under `/api/METHOD` (auth.test, apps.connections.open, chat.postMessage, chat.update, users.info,
-  conversations.replies, files.info), checking tokens and Block Kit limits the way Slack does, and recording every
-  call in `calls` (tests assert what users would see from it);
+- the Web API under `/api/METHOD` (auth.test, apps.connections.open, chat.postMessage, chat.update, chat.delete,
+  users.info, conversations.replies, files.info), checking tokens and Block Kit limits the way Slack does, and
+  recording every call in `calls` (tests assert what users would see from it);
+- Slack's native streaming (chat.startStream / appendStream / stopStream) and the `markdown` block, each only when
+  switched on (`streaming`, `markdown_blocks`): off, they answer `unknown_method` and `invalid_blocks` as a
+  workspace without them does;
 - private file downloads under `/files-pri/…`: the bytes with `Authorization: Bearer <bot token>`, Slack's HTML
   sign-in page without it;
 - Socket Mode: `apps.connections.open` hands out `ws://127.0.0.1:PORT/socket`; the fake sends `hello`, then pushes
@@ -42,6 +45,7 @@ SECTION_CHARS = 3000
 MESSAGE_BLOCKS = 50
 BLOCKS_TOTAL_CHARS = 13_000  # where Slack starts answering msg_blocks_too_long (observed, not documented)
 TEXT_CHARS = 40_000
+MARKDOWN_CHARS = 12_000  # a markdown block's text, and one streaming call's markdown_text
 
 
 @dataclass
@@ -74,6 +78,8 @@ class SlackStandIn:
         self.acks: dict[str, dict[str, Any]] = {}  # envelope id → the client's acknowledgement
         self.rate_limited: dict[str, int] = {}  # method → how many more calls get HTTP 429
         self.not_in_channel: set[str] = set()
+        self.streaming = False  # chat.startStream / appendStream / stopStream
+        self.markdown_blocks = False  # blocks of type `markdown`
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sockets: list[web.WebSocketResponse] = []
@@ -456,6 +462,11 @@ class SlackStandIn:
                 return "invalid_blocks"
             total = 0
             for block in blocks:
+                if block.get("type") == "markdown":
+                    if not self.markdown_blocks or not 0 < len(block.get("text", "")) <= MARKDOWN_CHARS:
+                        return "invalid_blocks"
+                    total += len(block["text"])
+                    continue
                 texts = [block.get("text", {}).get("text", "")] if "text" in block else []
                 texts += [e.get("text", "") for e in block.get("elements", [])]
                 if block.get("type") == "context" and len(block.get("elements", [])) > 10:
@@ -506,6 +517,86 @@ class SlackStandIn:
             message["metadata"] = args["metadata"]
         return {"ok": True, "channel": args["channel"], "ts": message["ts"], "text": message["text"]}
 
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get((args.get("channel", ""), args.get("ts", "")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if message.get("user") != self.BOT_USER:
+            return {"ok": False, "error": "cant_delete_message"}
+        del self.messages[(message["channel"], message["ts"])]
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    # Native streaming: a message in a thread that grows by appended Markdown, then is finished with blocks.
+    def _m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.streaming:
+            return {"ok": False, "error": "unknown_method"}
+        channel, thread_ts = args.get("channel", ""), args.get("thread_ts")
+        if channel in self.not_in_channel:
+            return {"ok": False, "error": "not_in_channel"}
+        if not thread_ts or (channel, thread_ts) not in self.messages:
+            return {"ok": False, "error": "invalid_arguments"}  # streams are replies in a thread
+        if not args.get("recipient_user_id") or not args.get("recipient_team_id"):
+            return {"ok": False, "error": "invalid_arguments"}  # required when streaming to channels
+        text = _stream_text(args)
+        if len(text) > MARKDOWN_CHARS:
+            return {"ok": False, "error": "msg_too_long"}
+        ts = self.next_ts()
+        self.messages[(channel, ts)] = {
+            "type": "message",
+            "user": self.BOT_USER,
+            "bot_id": self.BOT_ID,
+            "app_id": self.APP_ID,
+            "channel": channel,
+            "text": text,
+            "blocks": [],
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "edits": [],
+            "appends": [text] if text else [],
+            "streaming": True,
+        }
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _streaming_message(self, args: dict[str, Any]) -> dict[str, Any] | str:
+        if not self.streaming:
+            return "unknown_method"
+        message = self.messages.get((args.get("channel", ""), args.get("ts", "")))
+        if message is None:
+            return "message_not_found"
+        if not message.get("streaming"):
+            return "message_not_in_streaming_state"
+        if len(_stream_text(args)) > MARKDOWN_CHARS:
+            return "msg_too_long"
+        return message
+
+    def _m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming_message(args)
+        if isinstance(message, str):
+            return {"ok": False, "error": message}
+        text = _stream_text(args)
+        message["text"] += text
+        message["appends"].append(text)
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming_message(args)
+        if isinstance(message, str):
+            return {"ok": False, "error": message}
+        if args.get("blocks"):
+            error = self._check_message({"channel": message["channel"], "text": message["text"], **args})
+            if error:
+                return {"ok": False, "error": error}
+        text = _stream_text(args)
+        message["text"] += text
+        if text:
+            message["appends"].append(text)
+        message["blocks"] = _blocks(args)
+        if args.get("metadata"):
+            metadata = args["metadata"]
+            message["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
+        message["streaming"] = False
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"], "message": _public(message)}
+
     def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(args.get("user", ""))
         return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
@@ -555,11 +646,20 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
     )
 
 
+def _stream_text(args: dict[str, Any]) -> str:
+    """The Markdown a streaming call adds: `markdown_text`, or its `markdown_text` chunks (slack-sdk's helper)."""
+    chunks = args.get("chunks") or []
+    chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
+    return (args.get("markdown_text") or "") + "".join(
+        c.get("text", "") for c in chunks if c.get("type") == "markdown_text"
+    )
+
+
 def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = args.get("blocks") or []
     return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
 
 
 def _public(message: dict[str, Any], with_metadata: bool = True) -> dict[str, Any]:
-    hidden = {"edits", "channel"} | (set() if with_metadata else {"metadata"})
+    hidden = {"edits", "channel", "appends", "streaming"} | (set() if with_metadata else {"metadata"})
     return {k: v for k, v in message.items() if k not in hidden}
