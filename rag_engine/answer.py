@@ -82,7 +82,7 @@ class Answerer:
             messages=prompt.messages,
             max_tokens=max_tokens,
             temperature=self.settings.temperature,
-            grammar=reply_grammar(max_tokens) if self.settings.llm_grammar else None,
+            grammar=reply_grammar(max_tokens) if self.settings.llm_grammar == "on" else None,
         )
         handle = self.worker.submit(index, request)
         try:

@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     parallel: int = Field(8, ge=1, le=64, description="Questions decoded together in one batch.")
     batched: bool = Field(True, description="Decode concurrent questions in one batch (False: one at a time).")
     max_new_tokens: int = Field(512, ge=16, description="Longest reply (reasoning and answer), in tokens.")
-    llm_grammar: bool = Field(
-        True, description="on: every reply is reasoning, a ##### line, then an answer (a llama.cpp grammar); off: free."
+    llm_grammar: Literal["on", "off"] = Field(
+        "on", description="on: every reply is reasoning, a ##### line, then an answer (a llama.cpp grammar); off: free."
     )
     temperature: float = Field(0.2, ge=0, description="Sampling temperature; 0 is greedy.")
     queue_size: int = Field(64, ge=1, description="Questions waiting for the model before new ones are refused.")

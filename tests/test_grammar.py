@@ -28,7 +28,9 @@ PASSAGES = [Passage("Attention Is All You Need", "Self-attention relates the pos
 MAX_TOKENS = 40
 
 
-def requests(grammar: bool = True, temperature: float = 0.0, max_tokens: int = MAX_TOKENS) -> list[GenerationRequest]:
+def requests(
+    grammar: bool = True, temperature: float = 0.0, max_tokens: int = MAX_TOKENS, questions: list[str] = QUESTIONS
+) -> list[GenerationRequest]:
     return [
         GenerationRequest(
             build_prompt(q, PASSAGES).messages,
@@ -37,7 +39,7 @@ def requests(grammar: bool = True, temperature: float = 0.0, max_tokens: int = M
             seed=5 + i,
             grammar=reply_grammar(max_tokens) if grammar else None,
         )
-        for i, q in enumerate(QUESTIONS)
+        for i, q in enumerate(questions)
     ]
 
 
@@ -178,3 +180,54 @@ async def test_the_grammar_goes_to_the_server_and_is_dropped_where_refused():
         assert len(bodies) == 3 and "grammar" not in bodies[2]  # not offered again
     finally:
         await backend.close()
+
+
+# --- the setting ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("grammar", ["on", "off"])
+async def test_the_setting_decides_whether_answers_use_the_grammar(settings, grammar):
+    from bot.messages import Channel, Final, User
+    from bot.runtime import open_core
+    from tests.conftest import EDGE_PDFS
+
+    channel, user = Channel("discord", "1", "10"), User("alice", "Alice")
+    async with open_core(settings.model_copy(update={"llm_grammar": grammar}), heartbeat=False) as core:
+        sent: list[GenerationRequest] = []
+        submit = core.answerer.worker.submit
+
+        def spy(key: str, request: GenerationRequest):  # type: ignore[no-untyped-def]
+            sent.append(request)
+            return submit(key, request)
+
+        core.answerer.worker.submit = spy  # type: ignore[method-assign]
+        await core.ingest_upload(channel, user, "ok.pdf", (EDGE_PDFS / "ok_minimal.pdf").read_bytes())
+        events = [e async for e in core.ask(channel, user, "What does the minimal document say?")]
+    [request] = sent
+    final = events[-1]
+    assert isinstance(final, Final)
+    if grammar == "on":
+        assert request.grammar == reply_grammar(settings.max_new_tokens)
+        assert final.answer.reasoning and final.answer.answer  # the random model's reply has the format
+    else:
+        assert request.grammar is None and not final.answer.reasoning  # left alone it never writes the separator
+
+
+# --- a real instruct model --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+async def test_smollm2_replies_have_the_format_and_both_backends_agree(smollm2_gguf: Path):
+    # A real model writes real text: the grammar must shape it without breaking it (each reply parses into
+    # non-empty reasoning and answer), and greedy decoding gives the same replies in both in-process backends.
+    few = QUESTIONS[:2]  # prompts take seconds to read on 2 cores
+    batched = BatchedLlamaBackend(smollm2_gguf, parallel=4, n_ctx=2048, n_gpu_layers=0, flash_attn=False)
+    await batched.start()
+    try:
+        constrained = await asyncio.gather(*(batched.generate(r) for r in requests(max_tokens=48, questions=few)))
+    finally:
+        await batched.close()
+    for reply in constrained:
+        assert_formatted(reply)
+    serial = LlamaCppBackend(smollm2_gguf, n_ctx=2048, n_gpu_layers=0, flash_attn=False)
+    await serial.start()
+    try:
+        assert [await serial.generate(r) for r in requests(max_tokens=48, questions=few)] == constrained
+    finally:
+        await serial.close()

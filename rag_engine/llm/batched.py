@@ -151,8 +151,8 @@ class BatchedLlamaBackend(LLMBackend):
             template.decode("utf-8") if template else None, bos_token=vocab.bos_text, eos_token=vocab.eos_text
         )
         self._slots = Slots(ctx, vocab.ptr, self.parallel, kv_unified=self.kv_unified, sampling=self._sampling)
-        threaded = self._sampling == "cpu" and self.parallel > 1
-        self._sampler = BatchSampler(self.sampler_threads if threaded else 1)
+        # threads for chains that scan the whole vocabulary: all of them on `cpu`, grammar requests on the others
+        self._sampler = BatchSampler(self.sampler_threads if self.parallel > 1 else 1)
         logger.info(
             "loaded %s in %.1fs: %d slots × %d tokens, %s",
             self.model_name, time.perf_counter() - t0, self.parallel, self.n_ctx, self.info().runs_on,
@@ -349,16 +349,23 @@ class BatchedLlamaBackend(LLMBackend):
         timings.deliver += time.perf_counter() - t_sampled
 
     def _sample(self, outputs: list[BatchSequence]) -> list[int]:
-        """Each output's next token from its chain, or the token its grammar's closing text needs now (which the
-        chain still accepts, so its grammar follows)."""
+        """Each output's next token: the token its grammar's closing text needs now (its chain still accepts it, so
+        its grammar follows), or one from its chain: over the graph's top-k on this thread, over the whole
+        vocabulary on the sampler threads."""
         assert self._sampler is not None
-        forced = [s.forced_token() for s in outputs]
-        jobs = [(s.sampler, s.i_batch) for s, f in zip(outputs, forced) if f is None]
-        sampled = iter(self._sampler.sample(self._ctx, jobs, threaded=self.sampling == "cpu"))
-        for seq, token in zip(outputs, forced):
+        tokens = {id(s): s.forced_token() for s in outputs}
+        on_host: list[BatchSequence] = []
+        for seq in outputs:
+            token = tokens[id(seq)]
             if token is not None:
                 seq.sampler.accept(token)
-        return [next(sampled) if token is None else token for token in forced]
+            elif seq.backend_sampler is not None:
+                tokens[id(seq)] = seq.sampler.sample(self._ctx, seq.i_batch)
+            else:
+                on_host.append(seq)
+        sampled = self._sampler.sample(self._ctx, [(s.sampler, s.i_batch) for s in on_host])
+        tokens.update((id(s), token) for s, token in zip(on_host, sampled))
+        return [tokens[id(s)] for s in outputs]
 
     def _decode_failed(self, rc: int, decoding: list[BatchSequence], reading: list[BatchSequence]) -> None:
         # rc 1: no KV room (cannot happen within the per-request limit, but never loop on it); < 0: fatal.

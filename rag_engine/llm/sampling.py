@@ -130,11 +130,11 @@ class BatchSampler:
     def __init__(self, threads: int) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="llama-sampler") if threads > 1 else None
 
-    def sample(self, ctx: Any, jobs: Sequence[tuple[SequenceSampler, int]], *, threaded: bool = True) -> list[int]:
+    def sample(self, ctx: Any, jobs: Sequence[tuple[SequenceSampler, int]]) -> list[int]:
         """The next token of each `(sampler, output index)`."""
         import llama_cpp
 
-        if self._pool is None or len(jobs) < 2 or not threaded:
+        if self._pool is None or len(jobs) < 2:
             return [sampler.sample(ctx, i) for sampler, i in jobs]
         llama_cpp.llama_get_logits_ith(ctx, jobs[0][1])  # reorders the outputs once, before the threads read
         return list(self._pool.map(lambda job: job[0].sample(ctx, job[1]), jobs))
