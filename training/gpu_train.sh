@@ -87,7 +87,7 @@ python3 -m training grpo --data "$data" --out "$work/grpo" --base-model "$base" 
     --steps "${GRPO_STEPS:-30}" --batch-size 64 --per-device-batch 64 --max-completion-length "${GRPO_COMPLETION:-192}" \
     --max-length 3072 2>&1 | grep -vE "it/s\]|s/it\]" | tail -30
 log "export"
-python3 -m training export --run "$work/grpo" --out "$work/export" --n-gpu-layers -1 2>&1 | tail -25
+python3 -m training export --run "$work/grpo" --out "$work/export" --n-gpu-layers 0 2>&1 | tail -25
 log "evaluate: base vs tuned, grammar off, lexical retrieval (the tiny encoder only indexes)"
 PAPERBOT_RETRIEVAL_MODE=lexical PAPERBOT_N_GPU_LAYERS=-1 python3 -m training evaluate --pdfs "$work/data/pdfs" \
     --gguf "$base" --gguf "$work/export/model-q4_k_m.gguf" --grammar off --encoder "$work/data/colbert" \
