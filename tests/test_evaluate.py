@@ -58,7 +58,7 @@ def test_subsample_takes_every_group_in_turn() -> None:
 
 @pytest.mark.slow
 def test_harness_end_to_end_on_smollm2(
-    tmp_path: Path, tiny_models: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_models: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     pdfs = tmp_path / "pdfs"
     pdfs.mkdir()
@@ -94,3 +94,7 @@ def test_harness_end_to_end_on_smollm2(
     key_fact = sum(r["key_fact"] for r in answerable) / len(answerable)
     assert f"| key fact in answer | answerable | {key_fact:.2f} ({len(answerable)}) |" in markdown
     assert "| abstention recall | off-topic |" in markdown and "Machine:" in markdown
+    # The same tables again from the records written as they came (what a cut run leaves).
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert f"| key fact in answer | answerable | {key_fact:.2f} ({len(answerable)}) |" in capsys.readouterr().out

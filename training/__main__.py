@@ -17,10 +17,11 @@ STEPS: dict[str, tuple[str, str]] = {
     "grpo": ("training.finetune", "GRPO: TRL GRPOTrainer with a LoRA and the rewards in training/rewards.py"),
     "export": ("training.export", "merge the LoRA, write F16 and Q4_K_M GGUFs, answer one question with it"),
     "evaluate": ("training.evaluate_cli", "answer quality of GGUF models through the serving path"),
+    "report": ("training.evaluate_cli", "evaluate's tables again from an --out folder's records.jsonl (a cut run too)"),
 }
 _ENTRY = {"prepare": ("add_arguments", "run"), "sft": ("add_sft_arguments", "run_sft"),
           "grpo": ("add_grpo_arguments", "run_grpo"), "export": ("add_arguments", "run"),
-          "evaluate": ("add_arguments", "run")}
+          "evaluate": ("add_arguments", "run"), "report": ("add_report_arguments", "run_report")}
 
 
 #: Steps that load a GGUF on the GPU through llama.cpp. llama.cpp's libraries must load before numpy there: with

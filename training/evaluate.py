@@ -177,6 +177,28 @@ def score(
     )
 
 
+def _progress(run: Run, line: dict) -> None:
+    if run.progress is not None:
+        with run.progress.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def results_from_progress(path: Path) -> list[ConfigResult]:
+    """The results of a run from its records.jsonl, also when it was cut short (wall time: first start to last reply)."""
+    results: dict[str, ConfigResult] = {}
+    started: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        label = row["config"]
+        if "record" not in row:
+            results[label] = ConfigResult(label, [], 0.0, row["machine"], row["backend"], row["parallel"])
+            started[label] = row["started"]
+        else:
+            results[label].records.append(Record(**row["record"]))
+            results[label].wall_s = row["done"] - started[label]
+    return list(results.values())
+
+
 async def run_config(engine: Engine, run: Run, config: ModelConfig, doc_ids: dict[str, int]) -> ConfigResult:
     updates: dict[str, object] = {"llm_model": str(config.gguf)}
     if config.grammar is not None:
@@ -188,18 +210,19 @@ async def run_config(engine: Engine, run: Run, config: ModelConfig, doc_ids: dic
             answerer = Answerer(engine, recorder, worker, settings)
             limit = asyncio.Semaphore(settings.parallel)  # keep the batch full, as concurrent users would
 
+            info = recorder.info()
+            _progress(run, {"config": config.label, "machine": machine(info), "backend": info.backend,
+                            "parallel": settings.parallel, "started": time.time()})
+
             async def one(q: Question) -> Record:
                 async with limit:
                     record = await answer_one(engine, answerer, recorder, q, doc_ids)
-                if run.progress is not None:
-                    with run.progress.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps({"config": config.label, **dataclasses.asdict(record)}) + "\n")
+                _progress(run, {"config": config.label, "done": time.time(), "record": dataclasses.asdict(record)})
                 return record
 
             started = time.perf_counter()
             records = await asyncio.gather(*(one(q) for q in [*run.questions, *run.qasa]))
             wall = time.perf_counter() - started
-            info = recorder.info()
     finally:
         await recorder.close()
     return ConfigResult(config.label, list(records), wall, machine(info), info.backend, settings.parallel)

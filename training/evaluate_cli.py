@@ -79,3 +79,17 @@ def run(args: argparse.Namespace) -> int:
     command = "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(write_outputs(args.out, run, results, command))
     return 0
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="an `evaluate --out` folder")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from training.evaluate import results_from_progress
+    from training.report import summarize
+
+    results = results_from_progress(args.out / "records.jsonl")
+    done = sum(len(r.records) for r in results)
+    print(summarize(results, f"python -m training report {args.out}", [f"From records.jsonl: {done} replies."]))
+    return 0

@@ -10,7 +10,7 @@
 # There, one call per batch of pieces (carry: .device/eval/pieces/NN only, plus .device/eval/data on the first):
 #   bash training/eval/gpu_run.sh receive     # appends the carried pieces under /tmp/eval-models
 # Then, when every piece is there (it says so), the run (carry .device/llama-src, .whl, .device/eval/data):
-#   GRAMMAR=both bash training/eval/gpu_run.sh run      # tables in $OUT/results.md, replies in $OUT/results.json
+#   bash training/eval/gpu_run.sh run      # grammar off and on (GRAMMAR=off|on|both); tables in $OUT/results.md, replies in $OUT/results.json
 set -euo pipefail
 mode=${1:?usage: $0 prepare | receive | run}
 here=.device/eval
@@ -74,5 +74,5 @@ mkdir -p /tmp/eval-qasa && cp "$models/testset_unanswerable_244_v1.1.json" /tmp/
 export PAPERBOT_DEVICE=cuda PAPERBOT_PARALLEL=${PARALLEL:-8} PAPERBOT_N_CTX=${N_CTX:-8192}
 python3 -m training evaluate --pdfs "$models/pdfs" --qasa /tmp/eval-qasa --encoder "$models/minilm-colbert" \
     --gguf "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --gguf "$models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
-    --grammar "${GRAMMAR:-off}" --out /tmp/eval-run 2>&1 | grep -v "HTTP Request" | tail -80
+    --grammar "${GRAMMAR:-both}" --out /tmp/eval-run 2>&1 | grep -v "HTTP Request" | tail -80
 cp /tmp/eval-run/results.md /tmp/eval-run/results.json "$out/"
