@@ -5,8 +5,9 @@
 #
 # A device call carries at most 64 MiB and nothing there reaches a registry, so it runs as consecutive calls on one
 # warm machine, everything kept under /tmp there:
-#   here:  training/gpu_train.sh pack               # .device/train/: QASA, the 4+4 papers of the split, the tiny encoder,
-#                                                   # and SmolLM2 cut in three pieces (checked by sha256 there)
+#   here:  [DATA=dir] training/gpu_train.sh pack    # .device/train/: QASA, the 4+4 papers of the split, the tiny encoder,
+#                                                   # SmolLM2 cut in three pieces (checked by sha256 there), and
+#                                                   # records prepared here (DATA) if given, else prepared there
 #   there: bash training/gpu_train.sh setup         # carry .device/llama-src and .whl: llama.cpp with CUDA, wheels
 #   there: bash training/gpu_train.sh receive       # carry .device/train/piece0 + .device/pymupdf (its 23 MB wheel)
 #   there: bash training/gpu_train.sh receive       # carry .device/train/piece1 + .device/train/data
@@ -29,6 +30,7 @@ if [[ $mode == pack ]]; then
         done
     done
     cp "$shared/data/qasa/testset_unanswerable_244_v1.1.json" "$here/data/"
+    if [[ -n ${DATA:-} ]]; then mkdir -p "$here/data/prep" && cp "$DATA"/*.jsonl "$DATA"/manifest.json "$here/data/prep/"; fi
     tiny=$(ls -d "$cache"/tiny-models-*/colbert | head -1)
     cp -r "$tiny" "$here/data/colbert"
     (cd "$cache/real-models" && sha256sum "$model") > "$here/data/SHA256SUMS"
@@ -74,10 +76,14 @@ base=$work/$model
 
 # Records: QASA's training half (abstention), and questions for the 4 training papers written by SmolLM2 itself
 # (a stronger generator does not fit the transfer budget), sampled 4 times per passage and kept only when supported.
+if [[ -f $work/data/prep/train.jsonl ]]; then  # prepared here (pack copies DATA= if given)
+    log "prepare: using the carried records"; cp -r "$work/data/prep" "$data"
+else
 log "prepare"
 python3 -m training prepare --qasa "$work/data/testset_unanswerable_244_v1.1.json" --pdfs "$work/data/train-pdfs" \
     --out "$data" --generator "$base" --tries "${TRIES:-4}" --temperature 0.8 --parallel 8 \
     --per-paper "${PER_PAPER:-12}" --tokenizer "$base" --abstain-ratio 1.0 2>&1 | tail -25
+fi
 
 log "sft"
 python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-40}" \
