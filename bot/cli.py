@@ -36,7 +36,7 @@ def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
     from bot.logs import setup_logging
     from bot.shutdown import run_until_signalled
     from rag_engine.errors import USER_FACING, IndexNotFound
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
 
     context = click.get_current_context()
     settings = Settings()

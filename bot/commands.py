@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from rag_engine.engine import Engine
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
     from rag_engine.types import Answer, IngestProgress
 
 EXIT_FAILED = 1

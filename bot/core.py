@@ -19,7 +19,7 @@ from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
 from rag_engine.errors import USER_FACING, InvalidQuestion, PermissionDenied
 from rag_engine.maintenance import drop_channel
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from rag_engine.types import Answer, AnswerEvent, Failed, Final, IngestProgress, IngestReport
 
 log = logging.getLogger(__name__)

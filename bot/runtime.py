@@ -14,7 +14,7 @@ from rag_engine.engine import Engine
 from rag_engine.errors import ModelUnavailable
 from rag_engine.hub import resolve_model_file
 from rag_engine.maintenance import prune
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
 from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, reply_grammar, split_partial
 from rag_engine.retrieval.search import SearchResult
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued, Turn
 from rag_engine.worker import GenerationWorker
 
@@ -24,7 +24,7 @@ NOT_RELEVANT_REASONING = "None of the passages I found shares enough with the qu
 class Answerer:
     """Owns the generation backend and its worker queue; answers questions over an Engine's indexes."""
 
-    def __init__(self, engine: Engine, backend: LLMBackend, worker: GenerationWorker, settings: Settings) -> None:
+    def __init__(self, engine: Engine, backend: LLMBackend, worker: GenerationWorker, settings: EngineSettings) -> None:
         self.engine = engine
         self.backend = backend
         self.worker = worker
@@ -33,7 +33,7 @@ class Answerer:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, engine: Engine, settings: Settings) -> AsyncIterator[Answerer]:
+    async def open(cls, engine: Engine, settings: EngineSettings) -> AsyncIterator[Answerer]:
         backend = await open_backend(settings)
         try:
             async with GenerationWorker.from_settings(backend, settings) as worker:

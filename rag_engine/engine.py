@@ -16,7 +16,7 @@ from rag_engine.ingest import Ingestor, Progress
 from rag_engine.retrieval import CompressedScorer, Retriever
 from rag_engine.retrieval.cache import VectorCache
 from rag_engine.retrieval.search import Mode, SearchResult
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import Answer, IngestReport, Turn
 from storage.codec import CODEC_ID
 from storage.db import Database
@@ -42,7 +42,7 @@ class IndexSummary:
 class Engine:
     """Everything the bot and the CLI may do with papers. Open it with `async with Engine.open(settings)`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: EngineSettings) -> None:
         self.db = db
         self.settings = settings
         self.encoders = EncoderService(settings)
@@ -53,7 +53,7 @@ class Engine:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
+    async def open(cls, settings: EngineSettings) -> AsyncIterator[Engine]:
         for folder in (settings.data_dir, settings.uploads_dir, settings.models_dir):
             private_dir(folder)
         db = await Database.open(settings.database_path)

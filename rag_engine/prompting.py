@@ -33,7 +33,7 @@ from rag_engine.llm.base import ChatMessage, Grammar, approx_tokens
 from rag_engine.types import Answer, Hit, Source, Turn
 
 if TYPE_CHECKING:
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
 
 SEPARATOR = "#####"
 
@@ -94,7 +94,7 @@ class PromptBudget:
         return self.n_ctx - self.max_new_tokens
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PromptBudget:
+    def from_settings(cls, settings: EngineSettings) -> PromptBudget:
         # chunk_tokens counts the retrieval encoder's word pieces; Qwen's BPE needs about as many, plus headroom.
         return cls(
             n_ctx=settings.n_ctx,

@@ -16,7 +16,7 @@ import pytest
 
 from bot.cli import cli
 from rag_engine.engine import Engine
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from bot.runtime import open_core
 from bot.slack_app import ANSWER_METADATA, STOPPED, SlackBot, SlackSetupError, serve
 from bot.slack_app import blocks as sb
 from rag_engine.errors import QueueFull
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
 from tests.fakes.arxiv_server import ArxivStandIn
 from tests.fakes.slack_server import SlackStandIn

@@ -11,7 +11,7 @@ import pytest
 from rag_engine.llm.base import ChatMessage
 from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import ABSTAIN_ANSWER, Passage, PromptBudget, build_prompt, format_target
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import QASA_DIR, REAL_PDFS, make_settings
 from training import qasa, rewards
 from training.generate import Generated, backend_generator, parse_generated, supported

@@ -22,7 +22,7 @@ from rag_engine.chunking import chunk_pages
 from rag_engine.llm.base import approx_tokens
 from rag_engine.pdf import extract_pdf
 from rag_engine.prompting import Passage, PromptBudget, TokenCounter
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from training import qasa
 from training.generate import Generate, content_words, generate_pair
 from training.records import TrainingRecord, from_generated, from_qasa_answerable, from_qasa_unanswerable, mismatched
@@ -40,7 +40,7 @@ class PaperPassages:
     passages: list[Passage]
 
 
-def paper_passages(pdf: Path, settings: Settings) -> PaperPassages:
+def paper_passages(pdf: Path, settings: EngineSettings) -> PaperPassages:
     """A training paper as the bot would chunk it (the serving extractor and chunker, approximate token counts)."""
     extracted = extract_pdf(pdf.read_bytes(), max_bytes=int(settings.max_file_mb * 2**20),
                             max_pages=settings.max_pages, filename=pdf.name)
@@ -201,14 +201,14 @@ async def prepare(
     generator_name: str = "",
     per_paper: int = 8,
     seed: int = 0,
-    settings: Settings | None = None,
+    settings: EngineSettings | None = None,
     count_tokens: TokenCounter | None = None,
     abstain_ratio: float | None = None,
     tries: int = 1,
     concurrency: int = 1,
 ) -> dict:
     """Write train.jsonl, eval.jsonl and manifest.json into `out`; returns the manifest."""
-    settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = settings or EngineSettings(_env_file=None)  # type: ignore[call-arg]
     budget = PromptBudget.from_settings(settings)
     split = load_split(split_file)
     rng = random.Random(seed)
@@ -282,7 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _open_generator(path: Path, n_gpu_layers: int, parallel: int):
     from rag_engine.llm.factory import open_backend
 
-    settings = Settings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers,  # type: ignore[call-arg]
+    settings = EngineSettings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers,  # type: ignore[call-arg]
                         batched=parallel > 1, parallel=parallel, n_ctx=4096, flash_attn=False)
     return await open_backend(settings)
 
