@@ -211,21 +211,13 @@ async def chat(settings: Settings, *, index: str) -> int:
 
 
 async def status(settings: Settings) -> int:
-    from rag_engine.devices import encoder_runs_on_cuda, llama_cpp_has_gpu_offload
-
     async with _engine(settings) as engine:
         summaries = await engine.summaries()
         beat = await engine.last_heartbeat()
+        models = engine.describe()
     print(f"data:        {settings.data_dir}")
-    print(f"encoder:     {settings.colbert_model} on {'CUDA' if encoder_runs_on_cuda(settings.device) else 'CPU'}")
-    if settings.llm_backend == "openai":
-        print(f"llm:         {settings.llm_model} via {settings.llm_base_url}")
-    elif llama_cpp_has_gpu_offload():
-        layers = "all layers" if settings.n_gpu_layers < 0 else f"{settings.n_gpu_layers} layers"
-        print(f"llm:         {settings.llm_model} — llama.cpp with GPU offload ({layers} on the GPU)")
-    else:
-        print(f"llm:         {settings.llm_model} — llama.cpp on the CPU (this build has no GPU support; "
-              "reinstall with CMAKE_ARGS=-DGGML_CUDA=on for CUDA)")
+    print(f"encoder:     {models.encoder}")
+    print(f"llm:         {models.llm}")
     if beat is None or beat.age_s > 60:
         print("bot:         not running" + (f" (last seen {beat.age_s:.0f} s ago)" if beat else ""))
     else:

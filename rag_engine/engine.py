@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from rag_engine.devices import ModelsDescription, describe_models
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import InvalidQuestion
 from rag_engine.ingest import Ingestor, Progress
@@ -161,6 +162,10 @@ class Engine:
 
     async def heartbeat(self, queue_depth: int, runs_on: str) -> None:
         await self.db.write_heartbeat(os.getpid(), queue_depth, runs_on)
+
+    def describe(self) -> ModelsDescription:
+        """The models this engine's settings select and where they would run, without loading them."""
+        return describe_models(self.settings)
 
     async def last_heartbeat(self) -> Heartbeat | None:
         return await self.db.read_heartbeat()

@@ -12,6 +12,19 @@ if TYPE_CHECKING:
     from rag_engine.settings import EngineSettings
 
 
+def load_llama_cpp_first() -> None:
+    """Load llama.cpp's libraries before numpy, at the start of a process that will generate.
+
+    On purpose: with some numpy builds (2.5 with scipy-openblas) loading numpy first makes llama.cpp's CUDA model load
+    crash (seen on an H100 image; bench/README.md). Entry points call this before anything imports numpy; importing
+    this module imports neither.
+    """
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:  # pragma: no cover - the OpenAI-compatible backend works without it
+        pass
+
+
 def create_backend(settings: EngineSettings, *, model_path: Path | str | None = None) -> LLMBackend:
     """Build (not start) the backend `settings` ask for.
 
