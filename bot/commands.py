@@ -47,7 +47,7 @@ def _engine(settings: Settings) -> AbstractAsyncContextManager[Engine]:
     return Engine.open(settings)
 
 
-class _ProgressBar:
+class ProgressBar:
     """A stderr progress bar for one file, shown once encoding starts (short files finish before it matters).
 
     It starts at the passages already encoded when it appears and advances by `update`, so tqdm's rate counts only
@@ -86,7 +86,7 @@ async def ingest(settings: Settings, *, index: str, files: Sequence[Path]) -> in
                 print(f"{path}\tfailed: cannot read the file ({error.strerror})")
                 failed = True
                 continue
-            bar = _ProgressBar(Path(path).name)
+            bar = ProgressBar(Path(path).name)
             try:
                 report = await engine.ingest(index, data, Path(path).name, uploader="cli", progress=bar)
             finally:

@@ -179,7 +179,7 @@ def test_page_limit_refuses_before_reading_any_page(monkeypatch: pytest.MonkeyPa
     def must_not_run(*args, **kwargs):
         raise AssertionError("pages were read before the page count was checked")
 
-    monkeypatch.setattr(extract, "_read_pages", must_not_run)
+    monkeypatch.setattr(extract, "read_pages", must_not_run)
     with pytest.raises(TooLarge, match="1200 pages"):
         _extract("many_pages_1200.pdf")
 
@@ -206,7 +206,7 @@ def test_signature_is_checked_before_mupdf_guesses_a_format() -> None:
 def test_deflate_bomb_page_is_never_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
     interpreted: list[int] = []
     real = budget._page_blocks
-    monkeypatch.setattr(budget, "_page_blocks", lambda page: interpreted.append(page.number) or real(page))
+    monkeypatch.setattr(budget, "page_blocks", lambda page: interpreted.append(page.number) or real(page))
     with pytest.raises(NoText):
         _extract("deflate_bomb_200mb.pdf")
     assert interpreted == []
