@@ -36,7 +36,7 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
                 max_bytes=int(settings.max_file_mb * 1024 * 1024),
                 deadline_s=settings.download_deadline_s,
             )
-            core = Core(engine, answerer, settings, downloader)
+            core = Core(answerer, settings, downloader)
             tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
             if heartbeat:
                 tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))

@@ -57,17 +57,20 @@ class Answerer:
         return result.colbert_best is not None and result.colbert_best >= self.settings.min_relevance
 
     async def answer(
-        self, index: str, question: str, history: Sequence[Turn] = (), doc_id: int | None = None
+        self, index: str, question: str, history: Sequence[Turn] = (), paper: str | None = None
     ) -> AsyncIterator[AnswerEvent]:
         """Queued(position)… → Partial(reasoning, answer)… → Final(answer). Closing the stream stops generation.
 
-        `history` is oldest first.
+        `history` is oldest first. `paper` (an id or part of a title) limits the question to one paper; when none or
+        several match, InvalidQuestion. The index is looked up once, here, and its record passed on.
         """
-        if not await self.engine.has_index(index):
+        record = await self.engine.find_index(index)
+        if record is None:
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
             return
-        result = await self.engine.search(index, question, k=self.settings.top_k, doc_id=doc_id)
-        if not result.hits and not await self.engine.papers(index):  # listed only when nothing was found
+        doc_id = await self.engine.resolve_paper(record, paper) if paper else None
+        result = await self.engine.search(record, question, k=self.settings.top_k, doc_id=doc_id)
+        if not result.hits and not await self.engine.papers(record):  # listed only when nothing was found
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
             return
         if not self.relevant(result):
