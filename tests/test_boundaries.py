@@ -31,7 +31,7 @@ def test_bot_imports_no_model_library() -> None:
 def test_no_private_name_is_imported_across_modules() -> None:
     offending = [
         f"{p.relative_to(REPO)}:{line} from {module} import {name}"
-        for package in ("rag_engine", "storage", "training")
+        for package in ("bot", "rag_engine", "storage", "training", "tests")
         for p, line, module, name in _imports(package)
         if name.startswith("_") and not name.startswith("__")
     ]

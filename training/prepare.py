@@ -158,7 +158,7 @@ def gguf_token_counter(path: Path) -> TokenCounter:
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
-def _cap_abstentions(
+def cap_abstentions(
     records: list[TrainingRecord], ratio: float | None, rng: random.Random
 ) -> tuple[list[TrainingRecord], int]:
     """At most `ratio` abstention records per answerable one (None: all), so the model does not learn to refuse."""
@@ -222,7 +222,7 @@ async def prepare(
         generated, made = await pdf_records(papers, generator, per_paper, budget, rng, count_tokens,
                                             tries=tries, concurrency=concurrency)
         train.extend(generated)
-    train, capped = _cap_abstentions(train, abstain_ratio, rng)
+    train, capped = cap_abstentions(train, abstain_ratio, rng)
     rng.shuffle(train)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
