@@ -20,6 +20,9 @@ Decisions:
   each passage so that neither its text nor its title can close the fence or pose as an instruction. Special-token
   text (`<|im_start|>`) in them stays plain text: the in-process backends tokenize content without special-token
   parsing (`rag_engine.llm.chat_template`), the HTTP backend breaks such strings before sending.
+
+Why one module over 400 lines: the prompt's layout, its budget and the parser of the reply are one format that
+serving and training must agree on; kept together, a change to one side cannot miss the other.
 """
 
 from __future__ import annotations
