@@ -6,11 +6,16 @@ its `EngineSettings` base and never reads the platform fields.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
 from rag_engine.settings import EngineSettings
+
+
+def token(name: str, description: str) -> Any:
+    """A platform secret, read as `PAPERBOT_<NAME>` or by its usual name `<NAME>` (and `<NAME>_FILE`)."""
+    return Field(None, validation_alias=AliasChoices(f"PAPERBOT_{name}", name), description=description)
 
 
 class Settings(EngineSettings):
@@ -25,26 +30,14 @@ class Settings(EngineSettings):
     # --- chat surfaces -----------------------------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="Where the web chat listens; it has no login, so keep it local.")
     web_port: int = Field(7860, description="Port of the web chat.")
-    discord_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_DISCORD_TOKEN", "DISCORD_TOKEN"),
-        description="The Discord bot token (Developer Portal → Bot → Reset Token).",
+    discord_token: SecretStr | None = token(
+        "DISCORD_TOKEN", "The Discord bot token (Developer Portal → Bot → Reset Token)."
     )
-    slack_bot_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN"),
-        description="The Slack bot token (xoxb-…).",
+    slack_bot_token: SecretStr | None = token("SLACK_BOT_TOKEN", "The Slack bot token (xoxb-…).")
+    slack_app_token: SecretStr | None = token(
+        "SLACK_APP_TOKEN", "The Slack app-level token for Socket Mode (xapp-…, scope connections:write)."
     )
-    slack_app_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN"),
-        description="The Slack app-level token for Socket Mode (xapp-…, scope connections:write).",
-    )
-    slack_signing_secret: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"),
-        description="The Slack signing secret (http mode).",
-    )
+    slack_signing_secret: SecretStr | None = token("SLACK_SIGNING_SECRET", "The Slack signing secret (http mode).")
     slack_mode: Literal["socket", "http"] = Field(
         "socket", description="socket (Socket Mode, no public URL) or http (events POSTed to slack_http_port)."
     )
