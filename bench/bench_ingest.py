@@ -23,12 +23,12 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_colbert import _base_checkpoint  # noqa: E402
 
 from rag_engine.engine import Engine  # noqa: E402
-from rag_engine.settings import Settings  # noqa: E402
+from rag_engine.settings import EngineSettings  # noqa: E402
 
 
 async def ingest_all(model: Path, papers: list[Path], device: str) -> tuple[int, int, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(_env_file=None, data_dir=Path(tmp), colbert_model=str(model), device=device)
+        settings = EngineSettings(_env_file=None, data_dir=Path(tmp), colbert_model=str(model), device=device)
         async with Engine.open(settings) as engine:
             await engine.encoders.get()  # load time is not ingest time
             pages = chunks = 0

@@ -57,8 +57,8 @@ _ISOLATED_PROBE = """
 import asyncio, resource, sys, time
 from rag_engine.errors import UnsupportedFile
 from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
-from rag_engine.settings import Settings
-settings = Settings(_env_file=None)
+from rag_engine.settings import EngineSettings
+settings = EngineSettings(_env_file=None)
 budget = ExtractionBudget(settings.pdf_cpu_seconds, settings.pdf_memory_mb << 20)
 data = open(sys.argv[1], 'rb').read()
 started = time.perf_counter()

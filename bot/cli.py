@@ -15,17 +15,9 @@ import click
 
 from bot import commands, operations
 from bot.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from rag_engine.llm.factory import load_llama_cpp_first
 
 INDEX_HELP = "the index: a free name, or discord/GUILD/CHANNEL, slack/TEAM/CHANNEL"
-
-
-def _load_llama_cpp_first() -> None:
-    """llama.cpp's libraries are loaded before numpy on purpose: with some numpy builds (2.5 with scipy-openblas)
-    loading numpy first makes llama.cpp's CUDA model load crash (seen on an H100 image; bench/README.md)."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:  # pragma: no cover - the OpenAI-compatible backend works without it
-        pass
 
 
 def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
@@ -36,7 +28,7 @@ def _run(handler: Callable[..., Awaitable[int]], **kwargs: Any) -> int:
     from bot.logs import setup_logging
     from bot.shutdown import run_until_signalled
     from rag_engine.errors import USER_FACING, IndexNotFound
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
 
     context = click.get_current_context()
     settings = Settings()
@@ -137,7 +129,7 @@ def clear(index: str) -> int:
 @click.argument("question", nargs=-1, required=True)
 def ask(index: str, paper: str | None, as_json: bool, question: tuple[str, ...]) -> int:
     """Answer QUESTION from an index's papers: answer, reasoning, sources."""
-    _load_llama_cpp_first()
+    load_llama_cpp_first()
     return _run(commands.ask, index=index, question=" ".join(question), paper=paper, as_json=as_json)
 
 
@@ -145,7 +137,7 @@ def ask(index: str, paper: str | None, as_json: bool, question: tuple[str, ...])
 @index_option(default="default")
 def chat(index: str) -> int:
     """A terminal chat: add PDFs by path, ask, list and remove papers (/help inside)."""
-    _load_llama_cpp_first()
+    load_llama_cpp_first()
     return _run(commands.chat, index=index)
 
 
@@ -162,7 +154,7 @@ def run(platform: str | None) -> int:
 
     Without PLATFORM: Discord if DISCORD_TOKEN is set, else Slack if SLACK_BOT_TOKEN is, else the web chat.
     """
-    _load_llama_cpp_first()
+    load_llama_cpp_first()
     return _run(commands.run, platform=platform)
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from rag_engine.engine import Engine
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
     from rag_engine.types import Answer, IngestProgress
 
 EXIT_FAILED = 1
@@ -47,7 +47,7 @@ def _engine(settings: Settings) -> AbstractAsyncContextManager[Engine]:
     return Engine.open(settings)
 
 
-class _ProgressBar:
+class ProgressBar:
     """A stderr progress bar for one file, shown once encoding starts (short files finish before it matters).
 
     It starts at the passages already encoded when it appears and advances by `update`, so tqdm's rate counts only
@@ -86,7 +86,7 @@ async def ingest(settings: Settings, *, index: str, files: Sequence[Path]) -> in
                 print(f"{path}\tfailed: cannot read the file ({error.strerror})")
                 failed = True
                 continue
-            bar = _ProgressBar(Path(path).name)
+            bar = ProgressBar(Path(path).name)
             try:
                 report = await engine.ingest(index, data, Path(path).name, uploader="cli", progress=bar)
             finally:
@@ -211,21 +211,13 @@ async def chat(settings: Settings, *, index: str) -> int:
 
 
 async def status(settings: Settings) -> int:
-    from rag_engine.devices import encoder_runs_on_cuda, llama_cpp_has_gpu_offload
-
     async with _engine(settings) as engine:
         summaries = await engine.summaries()
         beat = await engine.last_heartbeat()
+        models = engine.describe()
     print(f"data:        {settings.data_dir}")
-    print(f"encoder:     {settings.colbert_model} on {'CUDA' if encoder_runs_on_cuda(settings.device) else 'CPU'}")
-    if settings.llm_backend == "openai":
-        print(f"llm:         {settings.llm_model} via {settings.llm_base_url}")
-    elif llama_cpp_has_gpu_offload():
-        layers = "all layers" if settings.n_gpu_layers < 0 else f"{settings.n_gpu_layers} layers"
-        print(f"llm:         {settings.llm_model} — llama.cpp with GPU offload ({layers} on the GPU)")
-    else:
-        print(f"llm:         {settings.llm_model} — llama.cpp on the CPU (this build has no GPU support; "
-              "reinstall with CMAKE_ARGS=-DGGML_CUDA=on for CUDA)")
+    print(f"encoder:     {models.encoder}")
+    print(f"llm:         {models.llm}")
     if beat is None or beat.age_s > 60:
         print("bot:         not running" + (f" (last seen {beat.age_s:.0f} s ago)" if beat else ""))
     else:

@@ -19,7 +19,7 @@ from rag_engine.answer import Answerer
 from rag_engine.engine import Engine
 from rag_engine.errors import USER_FACING, InvalidQuestion, PermissionDenied
 from rag_engine.maintenance import drop_channel
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from rag_engine.types import Answer, AnswerEvent, Failed, Final, IngestProgress, IngestReport
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,10 @@ Progress = Callable[[str], Awaitable[None]]
 class Core:
     """One per running bot; every adapter calls only these methods."""
 
-    def __init__(self, engine: Engine, answerer: Answerer, settings: Settings, downloader: Downloader) -> None:
-        self.engine = engine
+    def __init__(self, answerer: Answerer, settings: Settings, downloader: Downloader) -> None:
         self.answerer = answerer
+        #: the one engine, the answerer's: Core reads it from there rather than holding a second reference
+        self.engine: Engine = answerer.engine
         self.settings = settings
         self._downloader = downloader
         self._limiter = SlidingWindowLimiter(settings.user_rate_per_minute, 60.0)
@@ -115,8 +116,7 @@ class Core:
                     f"That question is {len(question):,} characters long; please keep it under "
                     f"{self.settings.max_question_chars:,}."
                 )
-            doc_id = await self.engine.resolve_paper(channel.index_name, paper) if paper else None
-            async for event in self.answerer.answer(channel.index_name, question, history=history, doc_id=doc_id):
+            async for event in self.answerer.answer(channel.index_name, question, history=history, paper=paper):
                 if isinstance(event, Final):
                     event = replace(event, question=question, elapsed_s=round(time.perf_counter() - started, 2))
                     log.info("answered", extra={"fields": _answer_fields(event)})
@@ -130,11 +130,12 @@ class Core:
 
     # --- managing papers -------------------------------------------------------------------------------------------
     async def list_papers(self, channel: Channel) -> list[PaperInfo]:
-        if not await self.engine.has_index(channel.index_name):
+        record = await self.engine.find_index(channel.index_name)
+        if record is None:
             return []
         return [
             PaperInfo(d.id, d.title, d.page_count, d.created_at, d.uploader, d.filename)
-            for d in await self.engine.papers(channel.index_name)
+            for d in await self.engine.papers(record)
         ]
 
     async def remove_paper(self, channel: Channel, user: User, doc_id: int) -> PaperInfo:
@@ -150,9 +151,10 @@ class Core:
         """Moderators only (PermissionDenied otherwise). Returns how many papers were removed."""
         if not user.is_moderator:
             raise PermissionDenied("Only moderators can clear this channel's papers.")
-        if not await self.engine.has_index(channel.index_name):
+        record = await self.engine.find_index(channel.index_name)
+        if record is None:
             return 0
-        removed = await self.engine.clear(channel.index_name)
+        removed = await self.engine.clear(record)
         log.info("user %s cleared %s (%d papers)", user.id, channel.index_name, removed)
         return removed
 

@@ -184,7 +184,7 @@ def probe(url: str, timeout_s: float = 5.0) -> tuple[bool, str]:
 
 def main(argv: list[str]) -> int:
     """`python -m bot.health [--ready]`: ask the running bot (settings' health host and port); exit 0 if it is ok."""
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
 
     settings = Settings()
     host = "127.0.0.1" if settings.health_host in ("0.0.0.0", "::", "") else settings.health_host

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rag_engine.settings import Settings
+    from bot.settings import Settings
 
 
 async def backup(settings: Settings, *, path: Path) -> int:

@@ -14,7 +14,7 @@ from rag_engine.engine import Engine
 from rag_engine.errors import ModelUnavailable
 from rag_engine.hub import resolve_model_file
 from rag_engine.maintenance import prune
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ async def open_core(settings: Settings, *, heartbeat: bool = True) -> AsyncItera
                 max_bytes=int(settings.max_file_mb * 1024 * 1024),
                 deadline_s=settings.download_deadline_s,
             )
-            core = Core(engine, answerer, settings, downloader)
+            core = Core(answerer, settings, downloader)
             tasks = [asyncio.create_task(_resume(engine), name="resume-jobs")]
             if heartbeat:
                 tasks.append(asyncio.create_task(_heartbeat(engine, answerer), name="heartbeat"))

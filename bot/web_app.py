@@ -26,7 +26,7 @@ from bot import web_render as render
 from bot.core import Core
 from bot.messages import PaperInfo
 from bot.web_handlers import DEFAULT_INDEX, LOCAL_USER, Handlers, channel_for
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
 from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import PromptBudget, abstain, build_prompt, parse_answer, reply_grammar, split_partial
 from rag_engine.retrieval.search import SearchResult
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import Answer, AnswerEvent, Final, Partial, Queued, Turn
 from rag_engine.worker import GenerationWorker
 
@@ -24,7 +24,7 @@ NOT_RELEVANT_REASONING = "None of the passages I found shares enough with the qu
 class Answerer:
     """Owns the generation backend and its worker queue; answers questions over an Engine's indexes."""
 
-    def __init__(self, engine: Engine, backend: LLMBackend, worker: GenerationWorker, settings: Settings) -> None:
+    def __init__(self, engine: Engine, backend: LLMBackend, worker: GenerationWorker, settings: EngineSettings) -> None:
         self.engine = engine
         self.backend = backend
         self.worker = worker
@@ -33,7 +33,7 @@ class Answerer:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, engine: Engine, settings: Settings) -> AsyncIterator[Answerer]:
+    async def open(cls, engine: Engine, settings: EngineSettings) -> AsyncIterator[Answerer]:
         backend = await open_backend(settings)
         try:
             async with GenerationWorker.from_settings(backend, settings) as worker:
@@ -57,17 +57,20 @@ class Answerer:
         return result.colbert_best is not None and result.colbert_best >= self.settings.min_relevance
 
     async def answer(
-        self, index: str, question: str, history: Sequence[Turn] = (), doc_id: int | None = None
+        self, index: str, question: str, history: Sequence[Turn] = (), paper: str | None = None
     ) -> AsyncIterator[AnswerEvent]:
         """Queued(position)… → Partial(reasoning, answer)… → Final(answer). Closing the stream stops generation.
 
-        `history` is oldest first.
+        `history` is oldest first. `paper` (an id or part of a title) limits the question to one paper; when none or
+        several match, InvalidQuestion. The index is looked up once, here, and its record passed on.
         """
-        if not await self.engine.has_index(index):
+        record = await self.engine.find_index(index)
+        if record is None:
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
             return
-        result = await self.engine.search(index, question, k=self.settings.top_k, doc_id=doc_id)
-        if not result.hits and not await self.engine.papers(index):  # listed only when nothing was found
+        doc_id = await self.engine.resolve_paper(record, paper) if paper else None
+        result = await self.engine.search(record, question, k=self.settings.top_k, doc_id=doc_id)
+        if not result.hits and not await self.engine.papers(record):  # listed only when nothing was found
             yield Final(Answer(reasoning="", answer=EMPTY_INDEX_ANSWER, abstained=True))
             return
         if not self.relevant(result):

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag_engine.settings import EngineSettings
 
 #: ggml's GPU backends, each a shared library beside libllama (llama.cpp loads the ones it was built with).
 _GPU_BACKENDS = ("cuda", "hip", "metal", "vulkan", "sycl", "musa", "opencl", "cann")
@@ -42,3 +47,25 @@ def encoder_runs_on_cuda(device: str) -> bool:
     package = _package_dir("torch")
     cuda_build = "+cpu" not in version and package is not None and any((package / "lib").glob("libtorch_cuda*"))
     return cuda_build and _NVIDIA_DRIVER.exists()
+
+
+@dataclass(frozen=True)
+class ModelsDescription:
+    """The engine's models and where they would run, in words (`paperbot status`)."""
+
+    encoder: str
+    llm: str
+
+
+def describe_models(settings: EngineSettings) -> ModelsDescription:
+    """Say which models `settings` select and where they would run, without loading either."""
+    encoder = f"{settings.colbert_model} on {'CUDA' if encoder_runs_on_cuda(settings.device) else 'CPU'}"
+    if settings.llm_backend == "openai":
+        llm = f"{settings.llm_model} via {settings.llm_base_url}"
+    elif llama_cpp_has_gpu_offload():
+        layers = "all layers" if settings.n_gpu_layers < 0 else f"{settings.n_gpu_layers} layers"
+        llm = f"{settings.llm_model} — llama.cpp with GPU offload ({layers} on the GPU)"
+    else:
+        llm = (f"{settings.llm_model} — llama.cpp on the CPU (this build has no GPU support; "
+               "reinstall with CMAKE_ARGS=-DGGML_CUDA=on for CUDA)")
+    return ModelsDescription(encoder=encoder, llm=llm)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 
 from rag_engine.colbert.encoder import ColBERTEncoder
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ DOC_SPECIAL_TOKENS = 3
 class EncoderService:
     """Owns the encoder. Encoding runs in a worker thread; the lock keeps two uploads from fighting over the cores."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self._settings = settings
         self._encoder: ColBERTEncoder | None = None
         self._load_lock = asyncio.Lock()

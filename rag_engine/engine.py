@@ -10,13 +10,14 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from rag_engine.devices import ModelsDescription, describe_models
 from rag_engine.encoding import EncoderService
 from rag_engine.errors import InvalidQuestion
 from rag_engine.ingest import Ingestor, Progress
 from rag_engine.retrieval import CompressedScorer, Retriever
 from rag_engine.retrieval.cache import VectorCache
 from rag_engine.retrieval.search import Mode, SearchResult
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import Answer, IngestReport, Turn
 from storage.codec import CODEC_ID
 from storage.db import Database
@@ -42,7 +43,7 @@ class IndexSummary:
 class Engine:
     """Everything the bot and the CLI may do with papers. Open it with `async with Engine.open(settings)`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: EngineSettings) -> None:
         self.db = db
         self.settings = settings
         self.encoders = EncoderService(settings)
@@ -53,7 +54,7 @@ class Engine:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
+    async def open(cls, settings: EngineSettings) -> AsyncIterator[Engine]:
         for folder in (settings.data_dir, settings.uploads_dir, settings.models_dir):
             private_dir(folder)
         db = await Database.open(settings.database_path)
@@ -74,8 +75,15 @@ class Engine:
 
     # --- finding passages ------------------------------------------------------------------------------------------
     async def search(
-        self, index: str, query: str, *, k: int | None = None, mode: Mode | None = None, doc_id: int | None = None
+        self,
+        index: str | IndexRecord,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        doc_id: int | None = None,
     ) -> SearchResult:
+        """The best passages for `query`. `index` is a name, or the record a caller already looked up."""
         record = await self.index(index)
         mode = mode or self.settings.retrieval_mode
         if mode != "lexical":
@@ -88,17 +96,24 @@ class Engine:
         check_encoder(record, encoder.model_id, CODEC_ID, encoder.dim)
 
     # --- managing indexes ------------------------------------------------------------------------------------------
-    async def index(self, name: str) -> IndexRecord:
+    async def index(self, name: str | IndexRecord) -> IndexRecord:
+        """The index called `name` (IndexNotFound if none); a record is returned as is, so callers that hold one
+        pass it on instead of looking the index up again."""
+        if isinstance(name, IndexRecord):
+            return name
         return await self.db.get_index(name)
 
-    async def has_index(self, name: str) -> bool:
+    async def find_index(self, name: str) -> IndexRecord | None:
+        """The index called `name`, or None."""
         try:
-            await self.db.get_index(name)
+            return await self.db.get_index(name)
         except IndexNotFound:
-            return False
-        return True
+            return None
 
-    async def papers(self, index: str) -> list[DocumentRecord]:
+    async def has_index(self, name: str) -> bool:
+        return await self.find_index(name) is not None
+
+    async def papers(self, index: str | IndexRecord) -> list[DocumentRecord]:
         return await self.db.list_documents((await self.index(index)).id)
 
     async def paper(self, index: str, doc_id: int) -> DocumentRecord:
@@ -109,14 +124,14 @@ class Engine:
         await self.ingestor.release_uploads([doc.sha256])
         return doc
 
-    async def clear(self, index: str) -> int:
+    async def clear(self, index: str | IndexRecord) -> int:
         record = await self.index(index)
         shas = await self.db.document_shas(record.id)
         removed = await self.db.clear_index(record.id)
         await self.ingestor.release_uploads(shas)
         return removed
 
-    async def resolve_paper(self, index: str, spec: str) -> int:
+    async def resolve_paper(self, index: str | IndexRecord, spec: str) -> int:
         """A paper id from an id or a piece of its title; InvalidQuestion when none or several match."""
         docs = await self.papers(index)
         spec = spec.strip()
@@ -137,30 +152,37 @@ class Engine:
 
     async def answer_for(self, index: str, message_ref: str) -> Turn | None:
         """The question and answer shown in a posted message (so follow-ups survive a restart)."""
-        if not await self.has_index(index):
+        record = await self.find_index(index)
+        if record is None:
             return None
-        found = await self.db.get_answer((await self.index(index)).id, message_ref)
+        found = await self.db.get_answer(record.id, message_ref)
         if found is None:
             return None
         question, answer_json = found
         return Turn(question=question, answer=str(json.loads(answer_json).get("answer", "")))
 
     async def record_feedback(self, index: str, message_ref: str, user_id: str, vote: int) -> bool:
-        if not await self.has_index(index):
+        record = await self.find_index(index)
+        if record is None:
             return False
-        return await self.db.record_feedback((await self.index(index)).id, message_ref, user_id, vote)
+        return await self.db.record_feedback(record.id, message_ref, user_id, vote)
 
     async def feedback(self, index: str) -> list[dict[str, object]]:
-        if not await self.has_index(index):
+        record = await self.find_index(index)
+        if record is None:
             return []
         return [
             {"message_ref": f.message_ref, "user": f.user_id, "vote": f.vote, "question": f.question,
              "answer": json.loads(f.answer_json), "at": f.created_at}
-            for f in await self.db.list_feedback((await self.index(index)).id)
+            for f in await self.db.list_feedback(record.id)
         ]
 
     async def heartbeat(self, queue_depth: int, runs_on: str) -> None:
         await self.db.write_heartbeat(os.getpid(), queue_depth, runs_on)
+
+    def describe(self) -> ModelsDescription:
+        """The models this engine's settings select and where they would run, without loading them."""
+        return describe_models(self.settings)
 
     async def last_heartbeat(self) -> Heartbeat | None:
         return await self.db.read_heartbeat()
@@ -170,9 +192,8 @@ class Engine:
 
     async def summary(self, index: str) -> IndexSummary | None:
         """Size of one index, or None when there is no such index yet."""
-        if not await self.has_index(index):
-            return None
-        return await self._summary(await self.index(index))
+        record = await self.find_index(index)
+        return None if record is None else await self._summary(record)
 
     async def _summary(self, record: IndexRecord) -> IndexSummary:
         stats = await self.db.index_stats(record.id)

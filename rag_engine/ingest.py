@@ -17,7 +17,7 @@ from rag_engine.encoding import EncoderService
 from rag_engine.errors import UnsupportedFile
 from rag_engine.owner import new_owner, owner_is_gone
 from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import IngestProgress, IngestReport
 from rag_engine.wording import plural
 from storage.codec import CODEC_ID
@@ -39,7 +39,7 @@ async def _quiet(_: IngestProgress) -> None:
 
 
 class Ingestor:
-    def __init__(self, db: Database, encoders: EncoderService, settings: Settings) -> None:
+    def __init__(self, db: Database, encoders: EncoderService, settings: EngineSettings) -> None:
         self._db = db
         self._encoders = encoders
         self._settings = settings

@@ -20,6 +20,9 @@ Decisions:
   each passage so that neither its text nor its title can close the fence or pose as an instruction. Special-token
   text (`<|im_start|>`) in them stays plain text: the in-process backends tokenize content without special-token
   parsing (`rag_engine.llm.chat_template`), the HTTP backend breaks such strings before sending.
+
+Why one module over 400 lines: the prompt's layout, its budget and the parser of the reply are one format that
+serving and training must agree on; kept together, a change to one side cannot miss the other.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from rag_engine.llm.base import ChatMessage, Grammar, approx_tokens
 from rag_engine.types import Answer, Hit, Source, Turn
 
 if TYPE_CHECKING:
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
 
 SEPARATOR = "#####"
 
@@ -94,7 +97,7 @@ class PromptBudget:
         return self.n_ctx - self.max_new_tokens
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PromptBudget:
+    def from_settings(cls, settings: EngineSettings) -> PromptBudget:
         # chunk_tokens counts the retrieval encoder's word pieces; Qwen's BPE needs about as many, plus headroom.
         return cls(
             n_ctx=settings.n_ctx,

@@ -1,4 +1,9 @@
-"""The one settings object: read once at an entry point from the environment and `.env`, then passed down."""
+"""What the engine needs to know: storage, retrieval, input limits, generation.
+
+The one settings object the program reads is `bot.settings.Settings`, a subclass that adds the chat platforms' knobs
+(tokens, ports, channels); it is read once at an entry point from the environment and `.env`, then passed down. The
+engine, training/ and bench/ type against `EngineSettings` and so never see a platform token.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("paperbot", appauthor=False))
 
 
-class Settings(BaseSettings):
-    """Every knob of paperbot. Each field is `PAPERBOT_<NAME>` in the environment (tokens also by their usual names)."""
+class EngineSettings(BaseSettings):
+    """The engine's knobs. Each field is `PAPERBOT_<NAME>` in the environment (secrets also by their usual names)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PAPERBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
@@ -26,11 +31,6 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=_default_data_dir, description="Holds the database, uploads and models.")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR, for `paperbot run`.")
-    log_format: Literal["text", "json"] = Field("text", description="One line per event: plain text or JSON.")
-    health_host: str = Field("127.0.0.1", description="Where `paperbot run` serves /healthz and /readyz.")
-    health_port: int = Field(8321, ge=0, le=65535, description="Port of /healthz and /readyz; 0 turns them off.")
-
     # --- retrieval ---------------------------------------------------------------------------------------------------
     colbert_model: str = Field(DEFAULT_COLBERT_MODEL, description="Local checkpoint folder, or a Hugging Face model id.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where ColBERT runs: auto = CUDA if any.")
@@ -88,51 +88,18 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="Questions waiting for the model before new ones are refused.")
     request_timeout_s: float = Field(180.0, gt=0, description="A question unanswered after this many seconds fails.")
 
-    # --- chat surfaces -----------------------------------------------------------------------------------------------
-    web_host: str = Field("127.0.0.1", description="Where the web chat listens; it has no login, so keep it local.")
-    web_port: int = Field(7860, description="Port of the web chat.")
-    discord_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_DISCORD_TOKEN", "DISCORD_TOKEN"),
-        description="The Discord bot token (Developer Portal → Bot → Reset Token).",
-    )
-    slack_bot_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN"),
-        description="The Slack bot token (xoxb-…).",
-    )
-    slack_app_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN"),
-        description="The Slack app-level token for Socket Mode (xapp-…, scope connections:write).",
-    )
-    slack_signing_secret: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PAPERBOT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"),
-        description="The Slack signing secret (http mode).",
-    )
-    slack_mode: Literal["socket", "http"] = Field(
-        "socket", description="socket (Socket Mode, no public URL) or http (events POSTed to slack_http_port)."
-    )
-    slack_http_host: str = Field("0.0.0.0", description="Where the Slack HTTP endpoint listens (http mode).")
-    slack_http_port: int = Field(3000, description="Port of the Slack HTTP endpoint (http mode).")
-    allowed_channels: list[str] = Field(default_factory=list, description="If set, the bot only acts in these channels.")
-    download_hosts: list[str] = Field(
-        default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net", "files.slack.com", "arxiv.org", "export.arxiv.org"],
-        description="Hosts the bot may download PDFs from.",
-    )
-    arxiv_base_url: str = Field("https://arxiv.org", description="Where arXiv links are fetched from.")
-    download_deadline_s: float = Field(120.0, gt=0, description="Longest a whole download may take, in seconds.")
-    bot_name: str = Field("paperbot", description="The name the bot introduces itself by.")
-    user_rate_per_minute: int = Field(6, ge=1, description="Questions one user may ask per minute.")
-
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, values: dict) -> dict:
-        """`SLACK_BOT_TOKEN_FILE=/run/secrets/x` reads the token from that file (Docker/Kubernetes secrets)."""
+        """`SLACK_BOT_TOKEN_FILE=/run/secrets/x` reads a secret from that file (Docker/Kubernetes secrets).
+
+        Every `SecretStr` field of the class (subclasses' too) can be given this way.
+        """
         import os
 
-        for name in ("discord_token", "slack_bot_token", "slack_app_token", "slack_signing_secret", "llm_api_key"):
+        for name, field in cls.model_fields.items():
+            if "SecretStr" not in str(field.annotation):
+                continue
             for env_name in (f"PAPERBOT_{name.upper()}_FILE", f"{name.upper()}_FILE"):
                 path = os.environ.get(env_name)
                 if path and not values.get(name):

@@ -30,7 +30,7 @@ from rag_engine.errors import QueueFull, RequestTimeout
 from rag_engine.llm.base import GenerationRequest, LLMBackend
 
 if TYPE_CHECKING:
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class GenerationWorker:
         self.started_keys: deque[str] = deque(maxlen=256)  # recent start order (status, tests)
 
     @classmethod
-    def from_settings(cls, backend: LLMBackend, settings: Settings) -> GenerationWorker:
+    def from_settings(cls, backend: LLMBackend, settings: EngineSettings) -> GenerationWorker:
         return cls(backend, queue_size=settings.queue_size, request_timeout_s=settings.request_timeout_s)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------------

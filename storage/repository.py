@@ -2,6 +2,10 @@
 
 Visibility rule: a document is searchable only once `complete_document` has flipped it to 'ready'; every read of
 documents, chunks, text search and embeddings below filters on `documents.status = 'ready'`.
+
+Why one module over 400 lines: it is the storage layer's single door (ARCHITECTURE.md: no SQL outside storage/),
+33 short methods of a few statements each, one per question asked of the database; splitting it by table would
+scatter the visibility rule above across files that each must remember it.
 """
 
 from __future__ import annotations

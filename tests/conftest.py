@@ -9,7 +9,7 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PAPERBOT_SHARED_DIR", REPO.parent / "shared"))

@@ -16,7 +16,7 @@ import pytest
 
 from bot.cli import cli
 from rag_engine.engine import Engine
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,13 +237,13 @@ async def test_the_ingest_progress_rate_counts_passages_encoded_while_shown(monk
 
     import tqdm.std
 
-    from bot.commands import _ProgressBar
+    from bot.commands import ProgressBar
     from rag_engine.types import IngestProgress
 
     clock = [1000.0]
     monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
     out = io.StringIO()
-    bar = _ProgressBar("paper.pdf", file=out)
+    bar = ProgressBar("paper.pdf", file=out)
     await bar(IngestProgress("encoding", done=90, total=200))  # 90 were encoded before the bar appeared
     for done in range(100, 201, 10):
         clock[0] += 5.0

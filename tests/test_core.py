@@ -14,7 +14,7 @@ from rag_engine.answer import EMPTY_INDEX_ANSWER
 from rag_engine.errors import PermissionDenied
 from rag_engine.llm.base import GenerationRequest
 from rag_engine.prompting import Prompt, parse_answer
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
 
 ALICE = User("alice", "Alice")

@@ -27,7 +27,7 @@ from bot.core import Core
 from bot.discord_app import EDIT_INTERVAL_S, PaperBot, render, serve
 from bot.messages import Channel, Final, PaperInfo, Turn, User
 from bot.runtime import open_core
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
 from tests.fakes.arxiv_server import ArxivStandIn
 from tests.fakes.discord_server import (

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "Dockerfile").read_text()

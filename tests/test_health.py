@@ -12,7 +12,7 @@ import pytest
 from bot import health
 from bot.runtime import open_core
 from rag_engine.llm.base import ChatMessage, GenerationRequest
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 pytestmark = [
     pytest.mark.slow,  # loads the tiny models

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag_engine.engine import Engine
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS
 
 # From ../shared/data/pdfs/edge/MANIFEST.md: the outcome each file must get ("indexed" or the refusal's reason code).

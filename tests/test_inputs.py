@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bot.download import Downloader, DownloadFailed
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage.codec import CODEC_ID
 from storage.db import Database
 from storage.errors import InvalidIndexName

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from bot.discord_app import render
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import REAL_PDFS, make_settings
 from tests.fakes.discord_server import FakeDiscord
 from tests.test_cli import cli_env

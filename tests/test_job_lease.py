@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rag_engine.engine import Engine
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage.codec import CODEC_ID
 from storage.db import Database
 from tests.conftest import REAL_PDFS

@@ -15,7 +15,7 @@ import pytest
 
 from bot import logging_setup
 from bot.logs import setup_logging
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import REAL_PDFS
 from tests.test_cli import cli_env
 

@@ -21,7 +21,7 @@ from bot.runtime import open_core
 from bot.slack_app import SlackBot
 from rag_engine.engine import Engine
 from rag_engine.maintenance import GRACE_S, prune
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage.backup import check_restorable, restore_database
 from storage.codec import CODEC_ID
 from storage.db import Database

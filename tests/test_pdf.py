@@ -166,7 +166,7 @@ def test_bidi_controls_are_dropped_from_titles_and_text() -> None:
     doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 540, 700), "Body words of the paper. " * 30, fontsize=10)
     doc.set_metadata({"title": f"Invoice\u202egpj.exe{bidi} paper"})  # renders as "Invoice exe.jpg paper"
     assert extract_pdf(doc.tobytes(), max_bytes=MAX_BYTES, max_pages=MAX_PAGES).title == "Invoicegpj.exe paper"
-    assert cleanup._clean(f"Safe{bidi}Words in\u2067 the body") == "SafeWords in the body"
+    assert cleanup.clean_text(f"Safe{bidi}Words in\u2067 the body") == "SafeWords in the body"
 
 
 def test_injected_instructions_are_kept_as_plain_text() -> None:
@@ -179,7 +179,7 @@ def test_page_limit_refuses_before_reading_any_page(monkeypatch: pytest.MonkeyPa
     def must_not_run(*args, **kwargs):
         raise AssertionError("pages were read before the page count was checked")
 
-    monkeypatch.setattr(extract, "_read_pages", must_not_run)
+    monkeypatch.setattr(extract, "read_pages", must_not_run)
     with pytest.raises(TooLarge, match="1200 pages"):
         _extract("many_pages_1200.pdf")
 
@@ -205,8 +205,8 @@ def test_signature_is_checked_before_mupdf_guesses_a_format() -> None:
 
 def test_deflate_bomb_page_is_never_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
     interpreted: list[int] = []
-    real = budget._page_blocks
-    monkeypatch.setattr(budget, "_page_blocks", lambda page: interpreted.append(page.number) or real(page))
+    real = budget.page_blocks
+    monkeypatch.setattr(budget, "page_blocks", lambda page: interpreted.append(page.number) or real(page))
     with pytest.raises(NoText):
         _extract("deflate_bomb_200mb.pdf")
     assert interpreted == []

@@ -18,7 +18,7 @@ from rag_engine.engine import Engine
 from rag_engine.errors import OverBudget
 from rag_engine.pdf import extract_pdf
 from rag_engine.pdf.isolated import ExtractionBudget, extract_pdf_isolated
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from scripts.make_hostile_pdfs import HOSTILE
 from storage.codec import CODEC_ID
 from tests.conftest import make_settings

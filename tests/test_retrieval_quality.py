@@ -14,7 +14,7 @@ import pytest
 
 from rag_engine.engine import Engine
 from rag_engine.retrieval.search import Mode
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import REAL_PDFS, make_settings
 
 # (paper, question, pages on which the answer is stated)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rag_engine.engine import Engine
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage.lock import DatabaseLock
 from tests.conftest import REAL_PDFS
 from tests.test_cli import cli_env

@@ -27,7 +27,7 @@ from bot.runtime import open_core
 from bot.slack_app import ANSWER_METADATA, STOPPED, SlackBot, SlackSetupError, serve
 from bot.slack_app import blocks as sb
 from rag_engine.errors import QueueFull
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import EDGE_PDFS, REAL_PDFS, make_settings
 from tests.fakes.arxiv_server import ArxivStandIn
 from tests.fakes.slack_server import SlackStandIn
@@ -350,7 +350,7 @@ async def test_long_answer_is_split_into_messages_within_slack_limits(
                 yield event
 
     downloader = Downloader(["127.0.0.1"], max_bytes=1 << 20)
-    long_core = LongAnswers(core.engine, core.answerer, core.settings, downloader)
+    long_core = LongAnswers(core.answerer, core.settings, downloader)
     try:
         async with _bot(long_core, slack_settings, slack, "http") as bot:
             via = Via(slack, bot, "http")
@@ -567,7 +567,7 @@ async def test_serve_runs_until_cancelled_and_closes_unfinished_answers(
     downloader = Downloader(["127.0.0.1"], max_bytes=1 << 20)
     before = slack.open_connections
     running = asyncio.create_task(
-        serve(Stalled(core.engine, core.answerer, core.settings, downloader), slack_settings, base_url=slack.api_url)
+        serve(Stalled(core.answerer, core.settings, downloader), slack_settings, base_url=slack.api_url)
     )
     try:
         await slack.wait_for(lambda: slack.open_connections == before + 1, timeout=20)

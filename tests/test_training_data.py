@@ -11,7 +11,7 @@ import pytest
 from rag_engine.llm.base import ChatMessage
 from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import ABSTAIN_ANSWER, Passage, PromptBudget, build_prompt, format_target
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from tests.conftest import QASA_DIR, REAL_PDFS, make_settings
 from training import qasa, rewards
 from training.generate import Generated, backend_generator, parse_generated, supported
@@ -200,13 +200,13 @@ def test_generated_record_target_cites_its_passage() -> None:
 
 
 def test_abstention_records_are_capped_per_answerable_record() -> None:
-    from training.prepare import _cap_abstentions
+    from training.prepare import cap_abstentions
 
     gold = Passage("Paper", "We use eight heads in every layer of the model.", 3, 3)
     answerable = [from_generated(f"a{i}", "p.pdf", "How many heads?", "r", "Eight.", gold, [], budget=PromptBudget(),
                                  rng=random.Random(i)) for i in range(3)]
     unanswerable = [r.__class__(**{**r.to_json(), "id": f"u{i}", "answerable": False}) for i, r in
                     enumerate(answerable * 4)]
-    kept, dropped = _cap_abstentions(answerable + unanswerable, 1.0, random.Random(0))
+    kept, dropped = cap_abstentions(answerable + unanswerable, 1.0, random.Random(0))
     assert sum(not r.answerable for r in kept) == 3 and dropped == 9
-    assert _cap_abstentions(answerable + unanswerable, None, random.Random(0)) == (answerable + unanswerable, 0)
+    assert cap_abstentions(answerable + unanswerable, None, random.Random(0)) == (answerable + unanswerable, 0)

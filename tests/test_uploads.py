@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rag_engine.engine import Engine
 from rag_engine.ingest import Ingestor
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage.codec import CODEC_ID
 from tests.conftest import REAL_PDFS
 

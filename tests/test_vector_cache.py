@@ -13,7 +13,7 @@ import pytest_asyncio
 from rag_engine.retrieval.cache import VectorCache
 from rag_engine.retrieval.compressed_scorer import CompressedScorer
 from rag_engine.retrieval.scorer import BruteForceScorer
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from storage import CODEC_ID, Database
 from tests.test_plaid import DIM, add_paper, queries, synthetic_index
 

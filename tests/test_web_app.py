@@ -30,7 +30,7 @@ from bot.messages import PaperInfo, Partial, User
 from bot.runtime import open_core
 from bot.web_app import chat_box, serve, serve_page
 from bot.web_handlers import LOCAL_USER, channel_for
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from rag_engine.types import Answer, IngestReport, Source
 from tests.browser import CHROMEDRIVER, CHROMIUM, Browser, off_host
 from tests.conftest import EDGE_PDFS, REAL_PDFS, REPO

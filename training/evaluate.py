@@ -24,7 +24,7 @@ from rag_engine.engine import Engine
 from rag_engine.llm.base import BackendInfo, GenerationRequest, LLMBackend
 from rag_engine.llm.factory import open_backend
 from rag_engine.prompting import build_prompt, format_target, split_answer
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from rag_engine.types import Final, Source
 from rag_engine.worker import GenerationWorker
 from training import metrics
@@ -84,14 +84,14 @@ class Run:
     pdfs: Sequence[Path]
     questions: Sequence[Question]
     configs: Sequence[ModelConfig]
-    base: Settings
+    base: EngineSettings
     qasa: Sequence[Question] = ()
     notes: list[str] = field(default_factory=list)
     progress: Path | None = None  # each record is appended here as JSON when it is done (a cut run keeps them)
 
 
 def grammar_field() -> str | None:
-    return next((name for name in GRAMMAR_FIELDS if name in Settings.model_fields), None)
+    return next((name for name in GRAMMAR_FIELDS if name in EngineSettings.model_fields), None)
 
 
 def model_configs(ggufs: Sequence[Path], grammar: str) -> list[ModelConfig]:

@@ -48,7 +48,7 @@ def add_arguments(ev: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
     from training.evaluate import Run, evaluate, model_configs, write_outputs
 
     # A loaded machine must not turn slow replies into timeouts: the harness measures quality, and speed apart.
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.encoder:
         overrides["colbert_model"] = args.encoder
-    base = Settings(**overrides)  # PAPERBOT_* from the environment apply to the rest (n_ctx, parallel, device…)
+    base = EngineSettings(**overrides)  # PAPERBOT_* from the environment apply to the rest (n_ctx, parallel, device…)
     all_questions = load_questions(args.questions)
     questions = subsample(all_questions, args.limit)
     qasa = qasa_unanswerable(args.qasa)[: args.qasa_limit] if args.qasa_limit > 0 else []

@@ -56,9 +56,9 @@ async def answer_check(gguf: Path, n_gpu_layers: int = 0) -> dict[str, Any]:
     from rag_engine.llm.base import GenerationRequest
     from rag_engine.llm.factory import open_backend
     from rag_engine.prompting import Passage, build_prompt, parse_answer
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
 
-    settings = Settings(_env_file=None, llm_model=str(gguf), n_gpu_layers=n_gpu_layers, batched=False,  # type: ignore[call-arg]
+    settings = EngineSettings(_env_file=None, llm_model=str(gguf), n_gpu_layers=n_gpu_layers, batched=False,  # type: ignore[call-arg]
                         n_ctx=2048, flash_attn=False)
     prompt = build_prompt(CHECK_QUESTION, [Passage("Attention Is All You Need", CHECK_PASSAGE, 4, 4)])
     backend = await open_backend(settings)

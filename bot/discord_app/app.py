@@ -27,7 +27,7 @@ from bot.discord_app.mapping import PLATFORM, Places, user_of
 from bot.discord_app.slash import SlashCommands
 from bot.messages import Channel, User
 from rag_engine.errors import USER_FACING
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from bot.discord_app import render
 from bot.discord_app.editing import ThrottledEditor, reply
 from bot.messages import Channel, User
 from rag_engine.errors import USER_FACING
-from rag_engine.settings import Settings
+from bot.settings import Settings
 from rag_engine.types import IngestReport
 
 log = logging.getLogger(__name__)

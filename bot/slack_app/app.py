@@ -26,7 +26,7 @@ from bot.slack_app.ingest import Ingestion
 from bot.slack_app.mapping import People
 from bot.slack_app.slash import SlashCommands
 from bot.slack_app.threads import Threads
-from rag_engine.settings import Settings
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 

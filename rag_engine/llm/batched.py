@@ -17,6 +17,9 @@ What llama.cpp's own server does with parallel slots, through llama-cpp-python's
   every `flush_interval_s` (30 ms; a first token or an end goes at once), never once per token.
 
 `timings` says where the model thread's time goes (bench/bench_llm.py prints it); bench/README.md has the figures.
+
+About 400 lines after the split (scheduling, sampling, slots, vocab live in their own modules): what remains is the
+one decode loop and its bookkeeping, which share the context's state step by step.
 """
 
 from __future__ import annotations

@@ -9,10 +9,23 @@ from typing import TYPE_CHECKING
 from rag_engine.llm.base import LLMBackend
 
 if TYPE_CHECKING:
-    from rag_engine.settings import Settings
+    from rag_engine.settings import EngineSettings
 
 
-def create_backend(settings: Settings, *, model_path: Path | str | None = None) -> LLMBackend:
+def load_llama_cpp_first() -> None:
+    """Load llama.cpp's libraries before numpy, at the start of a process that will generate.
+
+    On purpose: with some numpy builds (2.5 with scipy-openblas) loading numpy first makes llama.cpp's CUDA model load
+    crash (seen on an H100 image; bench/README.md). Entry points call this before anything imports numpy; importing
+    this module imports neither.
+    """
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:  # pragma: no cover - the OpenAI-compatible backend works without it
+        pass
+
+
+def create_backend(settings: EngineSettings, *, model_path: Path | str | None = None) -> LLMBackend:
     """Build (not start) the backend `settings` ask for.
 
     For the in-process backends the model file is resolved here (`rag_engine.hub.resolve_model_file`: a local path,
@@ -52,7 +65,7 @@ def create_backend(settings: Settings, *, model_path: Path | str | None = None) 
     return LlamaCppBackend(model_path, **common)  # type: ignore[arg-type]
 
 
-async def open_backend(settings: Settings, *, model_path: Path | str | None = None) -> LLMBackend:
+async def open_backend(settings: EngineSettings, *, model_path: Path | str | None = None) -> LLMBackend:
     """`create_backend` off the event loop (a first run may download the model), then `start()` it."""
     backend = await asyncio.to_thread(create_backend, settings, model_path=model_path)
     await backend.start()

@@ -10,9 +10,9 @@ import zlib
 
 import pymupdf
 
-from rag_engine.pdf.layout import _page_blocks
-from rag_engine.pdf.lines import _Block
-from rag_engine.pdf.mupdf import _MUPDF_ERRORS
+from rag_engine.pdf.layout import page_blocks
+from rag_engine.pdf.lines import TextBlock
+from rag_engine.pdf.mupdf import MUPDF_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ MAX_DOC_CONTENT_BYTES = 256 * 1024 * 1024
 _OUT_OF_MEMORY = re.compile(r"\b(?:m|c|re)alloc\b.*\bfailed|out of memory", re.IGNORECASE)
 
 
-def _read_pages(doc: pymupdf.Document) -> tuple[list[list[_Block]], int]:
+def read_pages(doc: pymupdf.Document) -> tuple[list[list[TextBlock]], int]:
     """Each page's text blocks (lines normalised, in reading frame), and how many pages were skipped as too heavy."""
     sizes: dict[int, int] = {}
     budget = MAX_DOC_CONTENT_BYTES
-    pages: list[list[_Block]] = []
+    pages: list[list[TextBlock]] = []
     skipped = 0
     for index in range(doc.page_count):
         if budget <= 0:  # not even measured: measuring is work too
@@ -46,8 +46,8 @@ def _read_pages(doc: pymupdf.Document) -> tuple[list[list[_Block]], int]:
                 skipped += 1
                 pages.append([])
                 continue
-            pages.append(_page_blocks(page))
-        except _MUPDF_ERRORS as error:
+            pages.append(page_blocks(page))
+        except MUPDF_ERRORS as error:
             if _OUT_OF_MEMORY.search(str(error)):  # the memory budget, not a damaged page: refuse the document
                 raise MemoryError(f"page {index + 1}: {error}") from error
             log.warning("page %d unreadable, indexed as empty: %s", index + 1, error)

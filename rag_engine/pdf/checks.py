@@ -8,7 +8,7 @@ import logging
 import pymupdf
 
 from rag_engine.errors import DamagedPdf, EmptyFile, NoPages, NotAPdf, PasswordProtected, TooLarge
-from rag_engine.pdf.mupdf import _MUPDF_ERRORS
+from rag_engine.pdf.mupdf import MUPDF_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ _SIGNATURE = b"%PDF-"
 _SIGNATURE_WINDOW = 1024
 
 
-def _check_bytes(data: bytes, max_bytes: int) -> None:
+def check_bytes(data: bytes, max_bytes: int) -> None:
     if not data:
         raise EmptyFile("This file is empty (0 bytes). Please upload the PDF again.")
     if _SIGNATURE not in data[:_SIGNATURE_WINDOW]:
@@ -28,14 +28,14 @@ def _check_bytes(data: bytes, max_bytes: int) -> None:
         )
 
 
-def _open(data: bytes) -> pymupdf.Document:
+def open_document(data: bytes) -> pymupdf.Document:
     damaged = DamagedPdf(
         "This PDF is damaged or incomplete, so I can't read it. Please download it again and upload the new copy."
     )
     try:
         # filetype="pdf": never let MuPDF sniff another format from the bytes.
         doc = pymupdf.open(stream=data, filetype="pdf")
-    except _MUPDF_ERRORS as error:
+    except MUPDF_ERRORS as error:
         log.info("MuPDF could not open the file: %s", error)
         raise damaged from error
     if doc.needs_pass:

@@ -8,7 +8,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from rag_engine.pdf.lines import _Block, _Line
+from rag_engine.pdf.lines import TextBlock, TextLine
 
 _HEADER_MIN_PAGES = 3
 _HEADER_MIN_SHARE = 0.4  # a line repeated in that zone on this share of the pages is a running header
@@ -27,30 +27,30 @@ _TAIL = _MAX_WORD + 2
 _WORD_AFTER = re.compile(r"^(\w+)")
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)  # ligatures (ﬁ → fi), full-width forms, Arabic presentation forms
     text = " ".join(_DROP_CHARS.sub("", text).split())  # also folds odd spaces (no-break, ideographic, tabs)
     return _LONG_RUN.sub(r"\g<0> ", text)
 
 
-def _running_key(line: _Line) -> tuple[str, str]:
+def running_key(line: TextLine) -> tuple[str, str]:
     return line.zone or "", _DIGITS.sub("#", line.text.lower())
 
 
-def _running_lines(raw_pages: list[list[_Block]]) -> set[tuple[str, str]]:
+def running_lines(raw_pages: list[list[TextBlock]]) -> set[tuple[str, str]]:
     """Header/footer lines (page numbers included: digits are masked) seen in the same band on many pages."""
     if len(raw_pages) < _HEADER_MIN_PAGES:
         return set()
     seen: Counter[tuple[str, str]] = Counter()
     for blocks in raw_pages:
         seen.update(
-            {_running_key(line) for block in blocks for line in block.lines if line.zone and len(line.text) < 200}
+            {running_key(line) for block in blocks for line in block.lines if line.zone and len(line.text) < 200}
         )
     needed = max(_HEADER_MIN_PAGES, math.ceil(_HEADER_MIN_SHARE * len(raw_pages)))
     return {key for key, count in seen.items() if count >= needed}
 
 
-def _vocabulary(raw_pages: list[list[_Block]]) -> Counter[str]:
+def word_counts(raw_pages: list[list[TextBlock]]) -> Counter[str]:
     """Words as the document writes them inside lines, to decide whether a line-end hyphen belongs to the word."""
     words: Counter[str] = Counter()
     for blocks in raw_pages:
@@ -60,7 +60,7 @@ def _vocabulary(raw_pages: list[list[_Block]]) -> Counter[str]:
     return words
 
 
-def _join_lines(lines: list[str], vocabulary: Counter[str]) -> str:
+def join_lines(lines: list[str], vocabulary: Counter[str]) -> str:
     """Lines of one paragraph joined with spaces; a word hyphenated across a line break is made whole again.
 
     Linear in the text: each join looks only at the last `_MAX_WORD` characters written so far, so neither a very

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from rag_engine.pdf.cleanup import _join_lines, _running_key, _running_lines, _vocabulary
-from rag_engine.pdf.headings import _body_size, _split_headings
-from rag_engine.pdf.layout import _reading_order
-from rag_engine.pdf.lines import _Block
+from rag_engine.pdf.cleanup import join_lines, running_key, running_lines, word_counts
+from rag_engine.pdf.headings import estimate_body_size, split_headings
+from rag_engine.pdf.layout import reading_order
+from rag_engine.pdf.lines import TextBlock
 from rag_engine.types import PageText
 
 log = logging.getLogger(__name__)
@@ -19,30 +19,30 @@ MAX_PAGE_CHARS = 100_000
 MAX_DOC_CHARS = 8_000_000
 
 
-def _compose(raw_pages: list[list[_Block]]) -> list[PageText]:
-    running = _running_lines(raw_pages)
-    vocabulary = _vocabulary(raw_pages)
-    body_size = _body_size(raw_pages)
+def compose_pages(raw_pages: list[list[TextBlock]]) -> list[PageText]:
+    running = running_lines(raw_pages)
+    vocabulary = word_counts(raw_pages)
+    body_size = estimate_body_size(raw_pages)
     pages: list[PageText] = []
     remaining = MAX_DOC_CHARS
     for number, blocks in enumerate(raw_pages, start=1):
-        kept: list[_Block] = []
+        kept: list[TextBlock] = []
         for block in blocks:
-            lines = [line for line in block.lines if not (line.zone and _running_key(line) in running)]
+            lines = [line for line in block.lines if not (line.zone and running_key(line) in running)]
             if lines:
-                kept.append(_Block(lines))
-        page = _page_text(number, _reading_order(kept), vocabulary, body_size, min(MAX_PAGE_CHARS, remaining))
+                kept.append(TextBlock(lines))
+        page = _page_text(number, reading_order(kept), vocabulary, body_size, min(MAX_PAGE_CHARS, remaining))
         remaining -= len(page.text)
         pages.append(page)
     return pages
 
 
-def _page_text(number: int, blocks: list[_Block], vocabulary: Counter[str], body_size: float, limit: int) -> PageText:
+def _page_text(number: int, blocks: list[TextBlock], vocabulary: Counter[str], body_size: float, limit: int) -> PageText:
     # Paragraphs are kept as their lines and joined once: rejoining a growing paragraph block by block is quadratic.
     paragraph_lines: list[list[str]] = []
     heading_at: list[int] = []  # indexes into paragraph_lines
     open_paragraph = False  # the last paragraph may continue into the next block
-    for block, is_heading in (piece for whole in blocks for piece in _split_headings(whole, body_size)):
+    for block, is_heading in (piece for whole in blocks for piece in split_headings(whole, body_size)):
         lines = [line.text for line in block.lines if line.text]
         if not lines:
             continue
@@ -55,7 +55,7 @@ def _page_text(number: int, blocks: list[_Block], vocabulary: Counter[str], body
         else:
             paragraph_lines.append(lines)
             open_paragraph = True
-    paragraphs = [_join_lines(lines, vocabulary) for lines in paragraph_lines]
+    paragraphs = [join_lines(lines, vocabulary) for lines in paragraph_lines]
     page_text, headings, offset = "", [], 0
     heading_set = set(heading_at)
     for index, paragraph in enumerate(paragraphs):

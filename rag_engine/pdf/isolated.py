@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rag_engine import errors as error_types
 from rag_engine.errors import DamagedPdf, OverBudget, UnsupportedFile
-from rag_engine.pdf.checks import _check_bytes
+from rag_engine.pdf.checks import check_bytes
 from rag_engine.types import ExtractedPdf, PageText
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ async def extract_pdf_isolated(
     data: bytes, *, max_bytes: int, max_pages: int, filename: str = "", budget: ExtractionBudget
 ) -> ExtractedPdf:
     """`extract_pdf` in a killable child process. Raises an `UnsupportedFile` subclass (`OverBudget` past `budget`)."""
-    _check_bytes(data, max_bytes)  # the cheap refusals need no process
+    check_bytes(data, max_bytes)  # the cheap refusals need no process
     limits = json.dumps({
         "max_bytes": max_bytes, "max_pages": max_pages, "filename": filename,
         "cpu_seconds": budget.cpu_seconds, "memory_bytes": budget.memory_bytes,

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pymupdf
 
-from rag_engine.pdf.cleanup import _clean
-from rag_engine.pdf.lines import _Block, _Line
+from rag_engine.pdf.cleanup import clean_text
+from rag_engine.pdf.lines import TextBlock, TextLine
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MAX_PAGE_RAW_CHARS = 400_000
 _ARXIV_STAMP = re.compile(r"^arXiv:\d{4}\.\d{4,5}(v\d+)?\b")
 
 
-def _page_blocks(page: pymupdf.Page) -> list[_Block]:
+def page_blocks(page: pymupdf.Page) -> list[TextBlock]:
     """Text blocks as MuPDF groups them, lines cleaned and placed in the page's reading frame."""
     content = page.get_text("dict", flags=_TEXT_FLAGS)
     height = page.cropbox.height or 1.0
@@ -43,7 +43,7 @@ def _page_blocks(page: pymupdf.Page) -> list[_Block]:
                         MAX_PAGE_RAW_CHARS)
             break
         spans = line.get("spans", ())
-        text = _clean("".join(span.get("text", "") for span in spans)[:budget_chars])
+        text = clean_text("".join(span.get("text", "") for span in spans)[:budget_chars])
         if not text:
             continue
         budget_chars -= len(text)
@@ -57,15 +57,15 @@ def _page_blocks(page: pymupdf.Page) -> list[_Block]:
     if not raw_lines:
         return []
     dominant = direction_weight.most_common(1)[0][0]
-    blocks: dict[int, _Block] = {}
-    off_axis = _Block()
+    blocks: dict[int, TextBlock] = {}
+    off_axis = TextBlock()
     for number, axis, (x0, y0, x1, y1), text, size, bold in raw_lines:
         on_axis = axis == dominant
         zone = "top" if y1 <= height * _HEADER_ZONE else "bottom" if y0 >= height * (1 - _HEADER_ZONE) else None
         fx0, fy0, fx1, fy1 = _to_frame((x0, y0, x1, y1), dominant)
-        item = _Line(text, fx0, fy0, fx1, fy1, zone, size, bold, on_axis)
+        item = TextLine(text, fx0, fy0, fx1, fy1, zone, size, bold, on_axis)
         if on_axis:
-            blocks.setdefault(number, _Block()).lines.append(item)
+            blocks.setdefault(number, TextBlock()).lines.append(item)
         elif not _ARXIV_STAMP.match(text):  # the sideways arXiv margin stamp is noise; other sideways text is kept
             off_axis.lines.append(item)
     ordered = list(blocks.values())
@@ -105,7 +105,7 @@ def _to_frame(bbox: tuple[float, float, float, float], axis: tuple[float, float]
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _reading_order(blocks: list[_Block]) -> list[_Block]:
+def reading_order(blocks: list[TextBlock]) -> list[TextBlock]:
     """Top to bottom; where the page has two columns, the left column before the right one.
 
     A block that crosses the gutter (title, abstract, full-width figure or table) closes the columns above it.
@@ -117,15 +117,15 @@ def _reading_order(blocks: list[_Block]) -> list[_Block]:
         return sorted(on_axis, key=lambda b: (b.y0, b.x0)) + rest
     slack = 3.0
 
-    def side(block: _Block) -> int:
+    def side(block: TextBlock) -> int:
         if block.x1 <= gutter + slack:
             return 0
         if block.x0 >= gutter - slack:
             return 1
         return -1
 
-    ordered: list[_Block] = []
-    columns: list[_Block] = []
+    ordered: list[TextBlock] = []
+    columns: list[TextBlock] = []
     for block in sorted(on_axis, key=lambda b: (b.y0, b.x0)):
         if side(block) < 0:
             ordered.extend(sorted(columns, key=lambda b: (side(b), b.y0, b.x0)))
@@ -137,7 +137,7 @@ def _reading_order(blocks: list[_Block]) -> list[_Block]:
     return ordered + rest
 
 
-def _gutter(lines: list[_Line]) -> float | None:
+def _gutter(lines: list[TextLine]) -> float | None:
     """The x of the gap between two text columns: the spot in the middle band of the text that the fewest
     characters' lines cross, when few do and both sides hold real text. None for a one-column page."""
     if not lines:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
-class _Line:
+class TextLine:
     text: str  # NFKC-normalised, cleaned, stripped
     x0: float  # bbox in the page's reading frame (dominant text direction turned horizontal)
     y0: float
@@ -20,8 +20,8 @@ class _Line:
 
 
 @dataclass(slots=True)
-class _Block:
-    lines: list[_Line] = field(default_factory=list)
+class TextBlock:
+    lines: list[TextLine] = field(default_factory=list)
 
     @property
     def x0(self) -> float:

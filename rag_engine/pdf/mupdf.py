@@ -8,5 +8,5 @@ import threading
 import pymupdf
 
 # What MuPDF raises on bad input: its own error classes and the RuntimeError family PyMuPDF wraps them in.
-_MUPDF_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
-_MUPDF_LOCK = threading.Lock()
+MUPDF_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
+MUPDF_LOCK = threading.Lock()

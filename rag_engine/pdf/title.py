@@ -9,10 +9,10 @@ import re
 from collections import Counter
 from pathlib import PurePath
 
-from rag_engine.pdf.cleanup import _clean
-from rag_engine.pdf.headings import _KNOWN_HEADINGS, _NUMBERED_HEADING
-from rag_engine.pdf.layout import _reading_order
-from rag_engine.pdf.lines import _Block
+from rag_engine.pdf.cleanup import clean_text
+from rag_engine.pdf.headings import KNOWN_HEADINGS, NUMBERED_HEADING
+from rag_engine.pdf.layout import reading_order
+from rag_engine.pdf.lines import TextBlock
 
 _JUNK_TITLE = re.compile(
     r"^(untitled|title|document\d*|slide\s*\d+|\s*)$"  # placeholders
@@ -23,12 +23,12 @@ _JUNK_TITLE = re.compile(
 _PAGE_LABEL = re.compile(r"^(?:page|p\.)\s*\d+\s*[.:\-–—]?\s*", re.IGNORECASE)  # "Page 1. ", "p. 3 – "
 
 
-def _title(
-    metadata_title: str, raw_pages: list[list[_Block]], filename: str, headings: tuple[tuple[int, str], ...] = ()
+def guess_title(
+    metadata_title: str, raw_pages: list[list[TextBlock]], filename: str, headings: tuple[tuple[int, str], ...] = ()
 ) -> str:
     """`headings`: the first page's headings, as composed (offset, text)."""
-    stem = _clean(PurePath(filename).stem) if filename else ""
-    meta = _clean(metadata_title)
+    stem = clean_text(PurePath(filename).stem) if filename else ""
+    meta = clean_text(metadata_title)
     if not _junk_title(meta, stem):
         return meta[:300]
     first_page = raw_pages[0] if raw_pages else []
@@ -45,9 +45,9 @@ def _title(
 
 def _is_section_name(heading: str) -> bool:
     """"Abstract", "1 Introduction", "A. Appendix": a section every paper has, so no title."""
-    match = _NUMBERED_HEADING.match(heading)
+    match = NUMBERED_HEADING.match(heading)
     name = match.group(1) if match else heading
-    return name.rstrip(":").lower() in _KNOWN_HEADINGS
+    return name.rstrip(":").lower() in KNOWN_HEADINGS
 
 
 def _junk_title(title: str, stem: str) -> bool:
@@ -59,13 +59,13 @@ def _junk_title(title: str, stem: str) -> bool:
     return " " not in title and ("_" in title or "." in title)  # an identifier such as "anaphora_resolution2_new"
 
 
-def _largest_text(blocks: list[_Block], *, title_font_only: bool) -> str:
+def _largest_text(blocks: list[TextBlock], *, title_font_only: bool) -> str:
     """The first run of lines in the largest font on the page's upper part, e.g. a title over two lines.
 
     When no line is larger than the body text: "" with `title_font_only`, else the first line."""
     lines = [
         line
-        for block in _reading_order(blocks)
+        for block in reading_order(blocks)
         for line in block.lines
         if line.on_axis and sum(ch.isalpha() for ch in line.text) >= 2
     ]
