@@ -14,7 +14,7 @@ from rag_engine.prompting import ABSTAIN_ANSWER, Passage, PromptBudget, build_pr
 from bot.settings import Settings
 from tests.conftest import QASA_DIR, REAL_PDFS, make_settings
 from training import qasa, rewards
-from training.generate import Generated, backend_generator, parse_generated, supported
+from training.generate import QUESTION_SYSTEM, Generated, backend_generator, generate_pair, supported
 from training.prepare import gguf_token_counter, paper_passages, pdf_records, prepare, read_jsonl
 from training.records import from_generated, is_paragraph
 
@@ -103,7 +103,6 @@ def test_generated_pairs_are_kept_only_when_the_passage_supports_them() -> None:
     assert supported(good, passage)
     assert not supported(invented_evidence, passage)
     assert not supported(unsupported_answer, passage)
-    assert parse_generated("QUESTION: a?\nANSWER: b\n") is None
 
 
 async def test_pdf_records_from_a_real_model_path_drop_what_is_unsupported(tmp_path: Path, tiny_models: Path) -> None:
@@ -117,7 +116,7 @@ async def test_pdf_records_from_a_real_model_path_drop_what_is_unsupported(tmp_p
     finally:
         await backend.close()
     assert records == []
-    assert counts["generated, dropped as unsupported"] == 6  # 2 kept at most, 3 tries each
+    assert counts["generated, dropped as unsupported"] == 6  # 2 kept at most: 3 passages asked each
 
 
 async def test_pdf_records_number_the_gold_passage_and_add_mismatched_abstentions() -> None:
@@ -125,10 +124,11 @@ async def test_pdf_records_number_the_gold_passage_and_add_mismatched_abstention
     papers = [paper_passages(REAL_PDFS / name, settings) for name in ("distillation.pdf", "ponder_net.pdf")]
 
     async def generator(messages: list[ChatMessage]) -> str:
-        # Copy the passage's first sentence as evidence, as a faithful generator would.
-        passage = messages[-1].content.split("Passage:\n", 1)[1]
-        first = passage.replace("\n", " ").split(". ")[0]
-        return f"QUESTION: What does the passage state first?\nANSWER: {first}.\nEVIDENCE: {first}."
+        # A faithful generator: asks what the passage states first, answers with that sentence.
+        if messages[0].content == QUESTION_SYSTEM:
+            return "Question: What does the passage state first?"
+        passage = messages[-1].content.split("Passage:\n", 1)[1].split("\n\nQuestion:")[0]
+        return " ".join(passage.split()).split(". ")[0] + "."
 
     records, counts = await pdf_records(papers, generator, 2, PromptBudget(), random.Random(0))
     generated = [r for r in records if r.kind == "pdf-generated"]
@@ -137,7 +137,7 @@ async def test_pdf_records_number_the_gold_passage_and_add_mismatched_abstention
     for r in generated:
         (n,) = r.gold_sources
         evidence = r.target.split('"')[1]
-        assert " ".join(evidence.split())[:40] in " ".join(r.sources[n - 1]["text"].split())
+        assert evidence[:40] in " ".join(r.sources[n - 1]["text"].split())
     titles = {p.name: p.title for p in papers}
     for r in mismatched:
         assert not r.answerable and r.target.endswith(ABSTAIN_ANSWER)
@@ -187,6 +187,22 @@ def test_trl_adapter_reads_conversational_completions_and_columns() -> None:
     reward = rewards.trl_reward("format", rewards.REWARDS["format"])
     completions = [[{"role": "assistant", "content": GOOD}], [{"role": "assistant", "content": "no separator"}]]
     assert reward(completions, answerable=[True, True], prompts=[[], []]) == [1.0, 0.0]
+
+
+async def test_a_generator_that_writes_no_question_or_an_unsupported_answer_is_dropped() -> None:
+    passage = "We train with eight parallel attention heads. Each head has a dimension of 64 in the base model."
+
+    def scripted(question: str, answer: str):
+        async def generate(messages: list[ChatMessage]) -> str:
+            return question if messages[0].content == QUESTION_SYSTEM else answer
+        return generate
+
+    kept = await generate_pair(scripted("How many heads are used?", "Answer: eight parallel attention heads."), "T",
+                               passage)
+    assert kept is not None and kept.evidence == "We train with eight parallel attention heads."
+    assert await generate_pair(scripted("The passage is about heads.", "Eight."), "T", passage) is None  # no question
+    assert await generate_pair(scripted("How many heads?", "Sixteen recurrent layers with dropout."), "T",
+                               passage) is None
 
 
 def test_generated_record_target_cites_its_passage() -> None:

@@ -24,17 +24,9 @@ _ENTRY = {"prepare": ("add_arguments", "run"), "sft": ("add_sft_arguments", "run
           "evaluate": ("add_arguments", "run"), "report": ("add_report_arguments", "run_report")}
 
 
-#: Steps that load a GGUF on the GPU through llama.cpp. llama.cpp's libraries must load before numpy there: with
-#: numpy 2.5's scipy-openblas build, numpy first makes llama.cpp's CUDA model load crash (seen on the GPU image). The
-#: trainers must not load them at all: with TRL and torch in the process that aborted (free(): invalid pointer).
+#: Steps that load a GGUF on the GPU through llama.cpp, which must then load before numpy (load_llama_cpp_first).
+#: The trainers must not load it at all: with TRL and torch in the process that aborted (free(): invalid pointer).
 LLAMA_FIRST = ("prepare", "evaluate")
-
-
-def _load_llama_cpp_first() -> None:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:  # pragma: no cover - the OpenAI-compatible backend works without it
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     # Only the chosen step's module is imported, so `--help` of one step does not load the others' libraries.
     chosen = next((a for a in argv if a in STEPS), None)
     if chosen in LLAMA_FIRST:
-        _load_llama_cpp_first()
+        from rag_engine.llm.factory import load_llama_cpp_first
+
+        load_llama_cpp_first()
     for name, (module, text) in STEPS.items():
         sub = steps.add_parser(name, help=text, description=text)
         if name == chosen:

@@ -2,8 +2,10 @@
 
 Only one answerable QASA record can be had here, so answerable training records come from the training papers: for a
 passage, the generator (any GGUF, through the project's own llama.cpp backend) writes a question a reader might ask,
-a short answer and the sentence of the passage that supports it. A pair is kept only when that sentence really is in
-the passage and most of the answer's content words are too; everything else is dropped and counted.
+then, asked again, a short answer from the passage. Two plain requests rather than one reply in a fixed three-field
+format: small instruct models (SmolLM2-135M, Qwen2.5-Coder-0.5B) ignore such formats and write only a question.
+The evidence is the passage's sentence that shares most words with the answer. A pair is kept only when the answer's
+content words are mostly in the passage and the question is a question; everything else is dropped and counted.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from dataclasses import dataclass
 
 from rag_engine.llm.base import ChatMessage, GenerationRequest
 
-GENERATOR_SYSTEM = (
-    "You write reading-comprehension questions about passages from scientific papers. Reply in exactly three lines:\n"
-    "QUESTION: a question a researcher might ask that this passage answers\n"
-    "ANSWER: the answer in one or two sentences, using only the passage\n"
-    "EVIDENCE: one sentence copied word for word from the passage that supports the answer"
+QUESTION_SYSTEM = (
+    "You write reading-comprehension questions about passages from scientific papers. Write one question that a "
+    "researcher might ask and that the passage answers. Reply with the question only."
 )
-_FIELD = re.compile(r"^\s*(QUESTION|ANSWER|EVIDENCE)\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+ANSWER_SYSTEM = "Answer the question in one or two sentences, using only the passage. Reply with the answer only."
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:question|answer|q|a)\s*[:.]\s*(?:\*\*)?\s*", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
     "a an the of in on at to for from by with and or but is are was were be been being it its this that these those "
@@ -47,20 +49,27 @@ def content_words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
-def parse_generated(text: str) -> Generated | None:
-    """The three fields of a generator reply, or None when one is missing.
+def first_line(text: str) -> str:
+    """A reply's first non-empty line without a "Question:"/"Answer:" label.
 
-    >>> parse_generated("QUESTION: Why?\\nANSWER: Because.\\nEVIDENCE: It is so.")
-    Generated(question='Why?', answer='Because.', evidence='It is so.')
-    >>> parse_generated("I cannot do that.") is None
-    True
+    >>> first_line("\\n**Question:** Why is it fast?\\nMore text."), first_line("A: It caches.")
+    ('Why is it fast?', 'It caches.')
     """
-    fields: dict[str, str] = {}
-    for name, value in _FIELD.findall(text):
-        fields.setdefault(name.upper(), value.strip())
-    if not all(fields.get(k) for k in ("QUESTION", "ANSWER", "EVIDENCE")):
-        return None
-    return Generated(fields["QUESTION"], fields["ANSWER"], fields["EVIDENCE"])
+    for line in text.strip().splitlines():
+        if line.strip():
+            return _LABEL.sub("", line.strip()).strip()
+    return ""
+
+
+def evidence_sentence(answer: str, passage: str) -> str:
+    """The passage's sentence that shares most content words with the answer.
+
+    >>> evidence_sentence("It uses eight heads.", "Training is fast. We use eight heads in each layer. Done.")
+    'We use eight heads in each layer.'
+    """
+    words = set(content_words(answer))
+    sentences = [s.strip() for s in _SENTENCE.split(" ".join(passage.split())) if s.strip()]
+    return max(sentences, key=lambda s: len(words & set(content_words(s))), default="")
 
 
 def _squash(text: str) -> str:
@@ -89,13 +98,16 @@ def supported(pair: Generated, passage: str, *, min_answer_overlap: float = 0.6)
 
 
 async def generate_pair(generate: Generate, title: str, passage: str) -> Generated | None:
-    """Ask the generator for one question about `passage`; None when the reply is unusable or unsupported."""
-    messages = [
-        ChatMessage("system", GENERATOR_SYSTEM),
-        ChatMessage("user", f"Paper: {title}\n\nPassage:\n{passage}"),
-    ]
-    pair = parse_generated(await generate(messages))
-    return pair if pair is not None and supported(pair, passage) else None
+    """Ask the generator for a question about `passage`, then for its answer; None when unusable or unsupported."""
+    context = f"Paper: {title}\n\nPassage:\n{passage}"
+    question = first_line(await generate([ChatMessage("system", QUESTION_SYSTEM), ChatMessage("user", context)]))
+    if not question.endswith("?"):
+        return None
+    answer = first_line(await generate([
+        ChatMessage("system", ANSWER_SYSTEM), ChatMessage("user", f"{context}\n\nQuestion: {question}"),
+    ]))
+    pair = Generated(question, answer, evidence_sentence(answer, passage))
+    return pair if answer and supported(pair, passage) else None
 
 
 def backend_generator(backend, *, max_tokens: int = 160, temperature: float = 0.0) -> Generate:
