@@ -341,6 +341,8 @@ async def test_a_reply_after_a_restart_still_knows_the_question(world: World, mo
     calls = spy_on_ask(monkeypatch, world.core)
     first = await world.fake.post(world.papers, world.bob, f"{world.fake.mention()} how are positions encoded?")
     (answer, *_) = await answer_to(world, first)
+    # A restart comes after the answer is stored (it is stored just after its last edit is seen).
+    assert await eventually(lambda: world.core.answer_for(world.channel(world.papers), str(answer.id)))
     world.bot.conversations.forget()  # what a restart forgets; the database remembers the posted answer
     follow = await world.fake.post(world.papers, world.bob, "and why sinusoids?", reply_to=answer)
     await answer_to(world, follow)
