@@ -35,14 +35,14 @@ def unsloth_available() -> bool:
     return True
 
 
-def prepare_base(spec: str, out: Path) -> Path:
+def prepare_base(spec: str, out: Path) -> str | Path:
     """An HF folder for `spec`: itself when it is one, else (a GGUF) the dequantized model saved as float32.
 
     A model loaded from a GGUF stays flagged as GGUF-quantized although its weights are plain tensors; TRL refuses to
     train it and `save_pretrained` refuses to write it, so the flags are cleared before saving.
     """
     if not is_gguf(spec):
-        return Path(spec) if Path(spec).is_dir() else Path(spec)  # hub ids pass through to from_pretrained
+        return spec  # a local folder or a hub id: from_pretrained takes either
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
