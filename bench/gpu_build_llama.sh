@@ -25,6 +25,8 @@ if [[ $mode == prepare ]]; then
     cp -r "$sdist/llama_cpp" "$dest/llama_cpp"
     rm -rf "$dest/llama_cpp/server" "$dest/llama_cpp/__pycache__"
     (cd "$src" && cp -r CMakeLists.txt cmake common src include vendor gguf-py LICENSE "$dest/llama.cpp/")
+    # the HF → GGUF converter, for training's export step
+    (cd "$src" && cp convert_hf_to_gguf.py "$dest/llama.cpp/" && if [[ -d conversion ]]; then cp -r conversion "$dest/llama.cpp/"; fi)
     rm -rf "$dest/llama.cpp/gguf-py/tests"
     cp "$src/models/ggml-vocab-qwen2.gguf" "$dest/llama.cpp/models/"
     (cd "$src/ggml" && cp -r CMakeLists.txt cmake include "$dest/llama.cpp/ggml/")
