@@ -8,16 +8,14 @@ and the dataset's columns as keyword lists; `trl_reward` adapts a per-record fun
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rag_engine.prompting import ABSTAIN_ANSWER, parse_answer, split_answer
 from rag_engine.types import Answer, Source
 from training.generate import content_words
-from training.metrics import cited_numbers, token_f1
+from training.metrics import cited_numbers, normalize, token_f1
 
-_CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 
 #: Answers longer than this many words start to lose reward (the bot's replies are meant to be short).
 LENGTH_BUDGET_WORDS = 120
@@ -79,7 +77,7 @@ def grounding_reward(completion: str, source_texts: Sequence[str]) -> float:
     answer = parsed(completion, len(source_texts))
     if answer.abstained:
         return 0.0
-    words = content_words(_CITATION.sub("", answer.answer))
+    words = content_words(normalize(answer.answer))  # normalize drops the citations
     if not words:
         return 0.0
     cited = [source_texts[s.n - 1] for s in answer.sources] or list(source_texts)
