@@ -102,8 +102,12 @@ async def test_serial_and_batched_agree_under_greedy_decoding(gguf, greedy_batch
     assert replies == greedy_batched
 
 
-async def test_graph_side_sampling_leaves_grammar_requests_on_the_host(gguf, greedy_batched):
-    # with top-k in the graph for the other requests, a grammar request still samples over the whole vocabulary
+async def test_graph_side_sampling_keeps_a_top_k_cut_for_grammar_requests(gguf, greedy_batched):
+    # With top-k in the graph, a grammar request's chain and grammar run on the host over the graph's cut only (no
+    # vocabulary-wide scan each step). Greedy picks what the host-side path picks while the cut holds an allowed
+    # token; the tiny model's capped reasoning ends in a state where only the separator's own tokens are allowed and
+    # none is in its cut, where the backend goes on with the closing text instead: the reasoning is the same, the
+    # separator's tokenization (and so what follows) may differ.
     backend = BatchedLlamaBackend(gguf, parallel=4, n_ctx=2048, n_gpu_layers=0, flash_attn=False, sampling="split")
     await backend.start()
     try:
@@ -111,9 +115,36 @@ async def test_graph_side_sampling_leaves_grammar_requests_on_the_host(gguf, gre
             backend.generate(requests(grammar=False)[0]), *(backend.generate(r) for r in requests())
         )
         assert backend.sampling == "split"
+        assert all(s.backend_sampler is None for s in backend._slots.active)
     finally:
         await backend.close()
-    assert constrained == greedy_batched and SEPARATOR not in plain
+    assert SEPARATOR not in plain
+    for reply, on_host in zip(constrained, greedy_batched, strict=True):
+        assert_formatted(reply)
+        assert reply.partition(f"\n{SEPARATOR}\n")[0] == on_host.partition(f"\n{SEPARATOR}\n")[0]
+
+
+async def test_a_rejected_pick_is_repicked_from_the_best_candidates_without_a_vocabulary_scan(gguf, monkeypatch):
+    # the grammar filters the whole vocabulary (30-60 ms for Qwen's 152k) only when the best candidates hold
+    # too few allowed tokens; for the tiny model under greedy decoding, only at the capped reasoning's end, where
+    # nothing but the separator is allowed
+    from rag_engine.llm import sampling
+
+    sizes: list[int] = []
+    filter_ = sampling.SequenceSampler._filter
+    monkeypatch.setattr(sampling.SequenceSampler, "_filter", lambda self, data: sizes.append(len(data)) or filter_(self, data))
+    backend = BatchedLlamaBackend(gguf, parallel=4, n_ctx=2048, n_gpu_layers=0, flash_attn=False, sampling="cpu")
+    await backend.start()
+    try:
+        replies = await asyncio.gather(*(backend.generate(r) for r in requests(max_tokens=64)))
+    finally:
+        await backend.close()
+    for reply in replies:
+        assert_formatted(reply)
+    cut = [n for n in sizes if n == sampling.GRAMMAR_TOP_K]
+    assert cut, "the tiny model's picks were never rejected: the test needs rejections"
+    # vocabulary scans only while the separator is being written (at most one a character of it, a reply)
+    assert len(sizes) - len(cut) <= len(replies) * len(f"\n{SEPARATOR}\n")
 
 
 # --- the closing text -------------------------------------------------------------------------------------------------

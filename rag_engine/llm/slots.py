@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rag_engine.llm.batch_sequence import BatchSequence
-from rag_engine.llm.sampling import Sampling, SequenceSampler, free_chain, make_chain
+from rag_engine.llm.sampling import Sampling, SequenceSampler, free_chain, make_graph_chain
 from rag_engine.llm.scheduling import compaction_moves
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,12 @@ class Slots:
 
     def admit(self, seq: BatchSequence) -> None:
         """Give `seq` the lowest free id and its chains. When llama.cpp refuses a graph-side chain, every sequence
-        samples wholly on the host from then on (`sampling` becomes `cpu`). A sequence with a grammar samples on the
-        host over the whole vocabulary (a grammar cannot run in the graph)."""
+        samples wholly on the host from then on (`sampling` becomes `cpu`). A sequence with a grammar gets a top-k cut
+        in the graph and its chain and grammar on the host (`sampling.make_graph_chain`)."""
         seq.seq_id = self.free_ids.pop(0)
         seq.sampler = SequenceSampler(seq.request, self.vocab)
         self.active.append(seq)
-        if self.sampling != "cpu" and seq.request.grammar is None and not self._bind_graph_chain(seq):
+        if self.sampling != "cpu" and not self._bind_graph_chain(seq):
             logger.warning("this llama.cpp cannot sample on its backend; sampling on the CPU")
             self.sampling = "cpu"
 
@@ -82,7 +82,7 @@ class Slots:
         stream)."""
         import llama_cpp
 
-        seq.backend_sampler = make_chain(seq.request, top_k_only=self.sampling == "split")
+        seq.backend_sampler = make_graph_chain(seq.request, self.sampling)
         if llama_cpp.llama_set_sampler(self.ctx, seq.seq_id, seq.backend_sampler):
             return True
         free_chain(seq.backend_sampler)
