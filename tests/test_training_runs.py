@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,12 @@ def test_grpo_continues_the_sft_adapter_and_changes_it(
     assert "rewards/format/mean" in header and "rewards/abstention/mean" in header
 
 
-def test_export_merges_converts_quantizes_and_answers(sft_run: Path, tmp_path: Path) -> None:
+def test_export_merges_converts_quantizes_and_answers(
+    sft_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Torch and llama.cpp's CUDA build in one process abort on the GPU image: every llama.cpp step runs in a child.
+    # A None entry makes `import llama_cpp` fail here, so any use of it in this (torch-holding) process fails the test.
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
     out = tmp_path / "export"
     assert training_main(["export", "--run", str(sft_run), "--out", str(out)]) == 0
     report = json.loads((out / "export.json").read_text())
