@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
 from safetensors.numpy import load_file
 
 from rag_engine.prompting import Passage, PromptBudget
-from training import rewards
+from training import curves, rewards
 from training.__main__ import main as training_main
 from training.prepare import write_jsonl
 from training.records import from_generated
@@ -82,7 +83,12 @@ def test_grpo_continues_the_sft_adapter_and_changes_it(
     assert "rewards/format/mean" in header and "rewards/abstention/mean" in header
 
 
-def test_export_merges_converts_quantizes_and_answers(sft_run: Path, tmp_path: Path) -> None:
+def test_export_merges_converts_quantizes_and_answers(
+    sft_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Torch and llama.cpp's CUDA build in one process abort on the GPU image: every llama.cpp step runs in a child.
+    # A None entry makes `import llama_cpp` fail here, so any use of it in this (torch-holding) process fails the test.
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
     out = tmp_path / "export"
     assert training_main(["export", "--run", str(sft_run), "--out", str(out)]) == 0
     report = json.loads((out / "export.json").read_text())
@@ -91,3 +97,20 @@ def test_export_merges_converts_quantizes_and_answers(sft_run: Path, tmp_path: P
     # F16 rounding of the merged weights: a wrong conversion disagrees by the logits' own scale (std ~1).
     assert parity["max_abs_diff"] < 0.05 and parity["argmax_agree"] >= 0.9
     assert report["check"]["reply"]  # the Q4_K_M loads in llama.cpp and generates through the serving backend
+
+
+def test_max_seconds_stops_training_after_the_step_that_crosses_it(sft_run: Path, tmp_path: Path,
+                                                                    tiny_models: Path) -> None:
+    run = tmp_path / "cut"
+    assert training_main(["sft", "--data", str(sft_run.parent / "data"), "--out", str(run), "--base-model",
+                          str(tiny_models / "qwen2"), "--steps", "3", "--batch-size", "2", "--lora-rank", "8",
+                          "--max-length", "256", "--max-seconds", "0"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["steps"] == 1 and info["stopped_by_max_seconds"]
+    assert len((run / "train_log.csv").read_text().splitlines()) == 1 + 1  # the last step is still logged
+
+
+def test_thirds_compares_the_first_and_last_third_of_each_column() -> None:
+    rows = [{"step": float(s), "rewards/format/mean": float(s), **({"loss": 2.0} if s < 4 else {})} for s in range(1, 7)]
+    moved = curves.thirds(rows, curves.curve_columns(rows))
+    assert moved == {"rewards/format/mean": (1.5, 5.5), "loss": (2.0, 2.0)}

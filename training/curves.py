@@ -1,7 +1,9 @@
-"""Per-step training logs to CSV, and the reward/loss curves drawn from that CSV as a PNG."""
+"""Per-step training logs to CSV, the reward/loss curves drawn from that CSV as a PNG, and the first-third vs
+last-third means of its columns (`python -m training.curves train_log.csv`)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,24 @@ def read_csv(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+def curve_columns(rows: list[dict[str, float]]) -> list[str]:
+    """Every reward column's mean, then the summed reward and the loss, in the CSV's order."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    columns = [k for k in keys if k.startswith("rewards/") and k.endswith("/mean")] or [k for k in keys if k in ("loss", "reward")]
+    return columns + [k for k in ("reward", "loss") if k in keys and k not in columns]
+
+
+def thirds(rows: list[dict[str, float]], columns: list[str]) -> dict[str, tuple[float, float]]:
+    """column → (mean over the first third of its logged steps, mean over the last third): did it move?"""
+    out = {}
+    for column in columns:
+        values = [row[column] for row in rows if column in row]
+        if values:
+            third = max(1, len(values) // 3)
+            out[column] = (sum(values[:third]) / third, sum(values[-third:]) / third)
+    return out
+
+
 def plot(csv_path: Path, png_path: Path, columns: list[str] | None = None, title: str = "") -> Path:
     """One panel per column (default: every reward column, and the loss), step on the x axis."""
     import matplotlib
@@ -40,10 +60,7 @@ def plot(csv_path: Path, png_path: Path, columns: list[str] | None = None, title
     import matplotlib.pyplot as plt
 
     rows = read_csv(csv_path)
-    if columns is None:
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        columns = [k for k in keys if k.startswith("rewards/") and k.endswith("/mean")] or [k for k in keys if k in ("loss", "reward")]
-        columns += [k for k in ("reward", "loss") if k in keys and k not in columns]
+    columns = curve_columns(rows) if columns is None else columns
     fig, axes = plt.subplots(len(columns), 1, figsize=(7, 2.2 * max(1, len(columns))), sharex=True, squeeze=False)
     for ax, column in zip(axes[:, 0], columns):
         points = [(row["step"], row[column]) for row in rows if column in row]
@@ -56,3 +73,18 @@ def plot(csv_path: Path, png_path: Path, columns: list[str] | None = None, title
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return Path(png_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.curves", description=__doc__)
+    parser.add_argument("csv", type=Path, help="a run's train_log.csv")
+    args = parser.parse_args(argv)
+    rows = read_csv(args.csv)
+    print(f"{args.csv}: {len(rows)} logged steps; mean of the first third → the last third")
+    for column, (first, last) in thirds(rows, curve_columns(rows)).items():
+        print(f"  {column:<28} {first:8.3f} → {last:8.3f}  ({last - first:+.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,20 +2,23 @@
 then load the Q4_K_M in llama.cpp through the serving backend and answer one question as a check.
 
 The GGUF conversion and the quantizer are llama.cpp's own (vendored with the installed llama-cpp-python), offline.
+This process holds torch, so it never loads llama.cpp: the quantizer, the GGUF's logits and the answer check run in
+child processes (`training.gguf_child`; torch and llama.cpp's CUDA build in one process abort on the GPU image).
 `PAPERBOT_LLM_MODEL=OUT/model-q4_k_m.gguf` then serves the tuned model.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import tempfile
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from training.base_model import prepare_base
+from training.gguf_child import run_child
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,11 @@ def merge(run: Path, out: Path) -> Path:
 
 def to_gguf(merged: Path, out: Path) -> tuple[Path, Path]:
     """(F16 GGUF, Q4_K_M GGUF) from an HF folder."""
-    from training.tiny_models import convert_hf_to_gguf, llama_cpp_source, quantize_q4_k_m
+    from training.tiny_models import convert_hf_to_gguf, llama_cpp_source
 
     f16 = convert_hf_to_gguf(merged, out / "model-f16.gguf", llama_cpp_source())
     q4 = out / "model-q4_k_m.gguf"
-    quantize_q4_k_m(f16, q4)
+    run_child("quantize", str(f16), str(q4))
     return f16, q4
 
 
@@ -77,9 +80,8 @@ def logits_parity(hf_dir: Path, gguf: Path, text: str) -> dict[str, float]:
     """transformers (fp32) against llama.cpp on the same tokens: the largest logit difference and argmax agreement.
 
     The proof that conversion is right: a converted model whose weights or layout were wrong disagrees by far more
-    than the F16 rounding of the weights.
+    than the F16 rounding of the weights. llama.cpp's side runs in a child process (`training.gguf_child logits`).
     """
-    import llama_cpp
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,12 +91,10 @@ def logits_parity(hf_dir: Path, gguf: Path, text: str) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         ours = model(torch.tensor([ids])).logits[0].float().numpy()
-    llm = llama_cpp.Llama(str(gguf), n_gpu_layers=0, n_ctx=max(512, len(ids) + 8), logits_all=True, verbose=False)
-    try:
-        llm.eval(ids)
-        theirs = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
+        done = run_child("logits", str(gguf), str(Path(tmp) / "ids.json"), str(Path(tmp) / "logits.npy"))
+        theirs = np.load(done["logits"])
     return {
         "tokens": len(ids),
         "max_abs_diff": float(np.abs(ours - theirs).max()),
@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="a run folder from `sft` or `grpo` (adapter/, run.json)")
     parser.add_argument("--out", type=Path, required=True,
                         help="where merged/, model-f16.gguf and model-q4_k_m.gguf go")
-    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU for the answer check (default 0)")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU for the answer check (default 0; the logit parity always runs on the CPU)")
     parser.add_argument("--keep-merged", action="store_true", help="keep the merged HF folder (default: removed)")
 
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     merged = merge(Path(args.run), out)
     f16, q4 = to_gguf(merged, out)
     parity = logits_parity(merged, f16, "Question: what is attention?\nAnswer: a weighted sum of values.")
-    check = asyncio.run(answer_check(q4, args.n_gpu_layers))
+    check = run_child("answer", str(q4), "--n-gpu-layers", str(args.n_gpu_layers))
     if not args.keep_merged:
         shutil.rmtree(merged)
     report = {"f16": str(f16), "q4_k_m": str(q4), "q4_k_m_bytes": q4.stat().st_size, "parity_f16": parity,

@@ -45,6 +45,22 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t0)
 
 
+class TimeBudget(TrainerCallback):
+    """Stops training after the step that ends past `seconds` of training (a GPU lease has a fixed length)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.stopped = False
+        self._t0 = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 (TrainerCallback's signature)
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.seconds is not None and time.perf_counter() - self._t0 >= self.seconds:
+            control.should_training_stop = self.stopped = True
+
+
 def _device_args() -> dict[str, Any]:
     import torch
 
@@ -97,7 +113,7 @@ def _load_model(args: argparse.Namespace, out: Path):
     return model, tokenizer, peft_config, used_unsloth
 
 
-def _finish(trainer, args: argparse.Namespace, out: Path, kind: str, timer, used_unsloth: bool,
+def _finish(trainer, args: argparse.Namespace, out: Path, kind: str, timer, budget: TimeBudget, used_unsloth: bool,
             printed_defaults: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.train()
@@ -111,6 +127,7 @@ def _finish(trainer, args: argparse.Namespace, out: Path, kind: str, timer, used
         "data": str(args.data),
         "unsloth": used_unsloth,
         "steps": len(steps),
+        "stopped_by_max_seconds": budget.stopped,
         "wall_s": round(wall, 1),
         "first_step_s": round(steps[0], 3) if steps else None,
         "step_s_mean_after_warmup": round(sum(steps[1:]) / len(steps[1:]), 3) if len(steps) > 1 else None,
@@ -133,6 +150,9 @@ def _common_arguments(parser: argparse.ArgumentParser, *, lr: float, steps: int,
                         help="continue training this LoRA adapter (e.g. an SFT run's adapter/) instead of a new one")
     parser.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
     parser.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop after the step that ends past this many seconds of training; the learning-rate "
+                             "schedule still spans --steps (default: no limit)")
     parser.add_argument("--batch-size", type=int, default=batch,
                         help=f"examples (GRPO: completions) per optimizer step (default {batch})")
     parser.add_argument("--per-device-batch", type=int, default=None,
@@ -187,11 +207,11 @@ def run_sft(args: argparse.Namespace) -> int:
     defaults = {"lr_scheduler_type": str(config.lr_scheduler_type), "warmup_steps": config.warmup_steps,
                 "weight_decay": config.weight_decay}
     print(f"sft: TRL defaults in use: {defaults}", file=sys.stderr)
-    timer = StepTimer()
+    timer, budget = StepTimer(), TimeBudget(args.max_seconds)
     trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(args.data / "train.jsonl", args.limit,
                          with_completion=True), processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[CsvLog(out / "train_log.csv"), timer])
-    print(json.dumps(_finish(trainer, args, out, "sft", timer, used_unsloth, defaults), indent=2))
+                         callbacks=[CsvLog(out / "train_log.csv"), timer, budget])
+    print(json.dumps(_finish(trainer, args, out, "sft", timer, budget, used_unsloth, defaults), indent=2))
     return 0
 
 
@@ -214,11 +234,11 @@ def run_grpo(args: argparse.Namespace) -> int:
     defaults = {k: getattr(config, k) for k in ("num_generations", "max_completion_length", "beta", "temperature",
                                                 "loss_type", "top_p", "epsilon") if k not in chosen}
     print(f"grpo: TRL {__import__('trl').__version__} defaults in use: {defaults}", file=sys.stderr)
-    timer = StepTimer()
+    timer, budget = StepTimer(), TimeBudget(args.max_seconds)
     trainer = GRPOTrainer(
         model=model, reward_funcs=trl_rewards([n.strip() for n in args.rewards.split(",") if n.strip()]),
         args=config, train_dataset=_dataset(args.data / "train.jsonl", args.limit, with_completion=False),
-        processing_class=tokenizer, peft_config=peft_config, callbacks=[CsvLog(out / "train_log.csv"), timer],
+        processing_class=tokenizer, peft_config=peft_config, callbacks=[CsvLog(out / "train_log.csv"), timer, budget],
     )
-    print(json.dumps(_finish(trainer, args, out, "grpo", timer, used_unsloth, defaults), indent=2))
+    print(json.dumps(_finish(trainer, args, out, "grpo", timer, budget, used_unsloth, defaults), indent=2))
     return 0
