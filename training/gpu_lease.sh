@@ -80,8 +80,8 @@ if [[ $mode == pipeline ]]; then
         --batch-size 8 --per-device-batch 8 --lr 2e-4 --max-length 3072 2>&1 | grep -vE "it/s\]|s/it\]" | tail -15 >> "$work/pipeline.log"
     log "grpo"
     python3 -m training grpo --data "$data" --out "$work/grpo" --base-model "$base" --init-adapter "$work/sft/adapter" \
-        --steps "${GRPO_STEPS:-80}" --batch-size 16 --per-device-batch 16 --num-generations 8 \
-        --max-completion-length 128 --lr "${GRPO_LR:-5e-5}" --temperature 1.0 --max-length 3072 2>&1 \
+        --steps "${GRPO_STEPS:-80}" --max-seconds 360 --batch-size 16 --per-device-batch 16 --num-generations 4 \
+        --max-completion-length 128 --lr "${GRPO_LR:-1e-4}" --beta 0 --temperature 0.9 --max-length 3072 2>&1 \
         | grep -vE "it/s\]|s/it\]" | tail -15 >> "$work/pipeline.log"
     for f in sft/train_log.csv sft/curves.png grpo/train_log.csv grpo/curves.png; do
         [[ -f $work/$f ]] && cp "$work/$f" "$work/out/$(echo "$f" | tr / -)"
