@@ -12,6 +12,7 @@ from rag_engine import prompting
 from rag_engine.llm.chat_template import ChatTemplate
 from rag_engine.prompting import (
     ABSTAIN_ANSWER,
+    DEMONSTRATION,
     SEPARATOR,
     Passage,
     PromptBudget,
@@ -54,8 +55,10 @@ def test_doctests_pass():
 # --- layout -----------------------------------------------------------------------------------------------------------
 def test_layout_numbers_sources_in_rank_order_and_ends_with_the_question():
     messages, sources = build_messages("What is attention?", [hit(1), hit(2), Passage("QASA paragraph", "Text.")])
-    assert [m.role for m in messages] == ["system", "user"]
+    demo = 2 * len(DEMONSTRATION)
+    assert [m.role for m in messages] == ["system"] + ["user", "assistant"] * len(DEMONSTRATION) + ["user"]
     assert "untrusted" in messages[0].content and SEPARATOR in messages[0].content
+    assert all(SEPARATOR in m.content for m in messages[1 : 1 + demo] if m.role == "assistant")
     user = messages[-1].content
     assert [s.n for s in sources] == [1, 2, 3]
     assert (sources[0].doc_id, sources[0].chunk_id, sources[0].page_start, sources[0].page_end) == (1, 101, 1, 2)
@@ -67,9 +70,23 @@ def test_layout_numbers_sources_in_rank_order_and_ends_with_the_question():
 def test_history_comes_before_the_question_as_earlier_turns():
     history = [Turn("First?", "One [1]."), Turn("Second?", "Two.")]
     messages, _ = build_messages("Third?", [hit(1)], history)
-    assert [(m.role, m.content) for m in messages[1:5]] == [
+    first = 1 + 2 * len(DEMONSTRATION)  # after the system prompt and the worked examples
+    assert [(m.role, m.content) for m in messages[first : first + 4]] == [
         ("user", "First?"), ("assistant", "One [1]."), ("user", "Second?"), ("assistant", "Two."),
     ]
+
+
+def test_the_worked_examples_are_laid_out_like_a_real_turn_and_read_back_by_the_parser():
+    messages, _ = build_messages("Q?", [hit(1)])
+    for (question, reply), user, assistant in zip(DEMONSTRATION, messages[1::2], messages[2::2]):
+        assert user.content == question and assistant.content == reply
+        assert question.startswith("<sources>\n[1] ") and "\n</sources>\n\nQuestion: " in question
+        reasoning, answer = reply.split(f"\n{SEPARATOR}\n")  # reasoning, the separator line, then the answer
+        assert reasoning and (answer == ABSTAIN_ANSWER or "[2]" in answer)
+    assert {a.endswith(ABSTAIN_ANSWER) for _, a in DEMONSTRATION} == {True, False}  # one declines, one answers
+    # the examples cost their tokens in every prompt, so the budget still holds with them
+    prompt = build_prompt("Q?", [hit(i, "word " * 400) for i in range(1, 6)], budget=PromptBudget(n_ctx=1100))
+    assert prompt.tokens <= PromptBudget(n_ctx=1100).prompt_tokens and prompt.messages[1:3] == messages[1:3]
 
 
 def test_passage_text_cannot_break_out_of_its_fence():
@@ -109,10 +126,11 @@ def test_oldest_history_goes_first_then_the_lowest_ranked_sources(vocab):
     full = build_prompt("What do the heads do?", passages, history, budget=roomy, count_tokens=count)
     assert (full.dropped_history, full.dropped_sources) == (0, 0)
 
+    examples = sum(count(q) + count(a) + 10 for q, a in DEMONSTRATION)  # in every prompt, whatever the budget
     for n_ctx, expect_history_left in ((1900, True), (1500, False), (1100, False)):
-        budget = PromptBudget(n_ctx=n_ctx, max_new_tokens=256, max_source_tokens=200, max_history_answer_tokens=200)
+        budget = PromptBudget(n_ctx=n_ctx + examples, max_new_tokens=256, max_source_tokens=200, max_history_answer_tokens=200)
         prompt = build_prompt("What do the heads do?", passages, history, budget=budget, count_tokens=count)
-        kept_history = (len(prompt.messages) - 2) // 2
+        kept_history = (len(prompt.messages) - 2) // 2 - len(DEMONSTRATION)
         assert prompt.dropped_history == 3 - kept_history
         if prompt.dropped_sources:  # sources go only once the history is gone, and from the bottom of the ranking
             assert kept_history == 0
