@@ -13,7 +13,9 @@
 # The pipeline: SFT warm-up then GRPO on SmolLM2-135M-Instruct (GPU, torch only) → the reply grammar's cost in the
 # batched backend on the 3B-shaped GGUF (GPU, llama.cpp only, nothing else running) → export (merge, F16, Q4_K_M)
 # and the harness, base vs tuned, grammar off, with a CPU build of llama.cpp (16 cores): no process holds torch and
-# the CUDA llama.cpp together (that aborts on this image; `diag.txt` records which pairs do).
+# the CUDA llama.cpp together (that aborts on this image; `diag.txt` records which pairs do). Beside it, while the
+# GPU trains, the side job runs the harness on SmolLM2 with the serving prompt before and after this round's change
+# (pack's BEFORE_REV), grammar off and on, on 8 cores.
 set -euo pipefail
 mode=${1:?usage: $0 pack | recv1 | recv2 | recv3 | wait SECONDS}
 here=.device/lease
@@ -29,6 +31,7 @@ if [[ $mode == pack ]]; then
     dd if="$src" of="$here/c3/$model.2" bs=1M skip=57 status=none
     (cd "$(dirname "$src")" && sha256sum "$model") > "$here/c3/SHA256SUMS"
     cp -r .device/train/data "$here/c3/data"  # training/gpu_train.sh pack: papers, QASA, tiny encoder, records
+    git show "${BEFORE_REV:?the commit whose serving prompt is the "before" side}:rag_engine/prompting.py" > "$here/c3/prompting_before.py"
     du -sb "$here"/* .device/llama-src .whl .device/pymupdf
     exit 0
 fi
@@ -40,14 +43,24 @@ log() { echo "[$(date +%T)] $*" | tee -a "$work/pipeline.log"; }
 if [[ $mode == recv1 ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     cp "$here"/c1/* "$work/"
+    # what the image lacks shows here, before anything starts (pymupdf comes with the next call)
+    python3 -c "
+import importlib
+for m in 'trl datasets peft accelerate gguf pandas pyarrow matplotlib pydantic_settings langchain_text_splitters aiosqlite diskcache cachetools platformdirs aiohttp click'.split():
+    try:
+        importlib.import_module(m)
+    except Exception as e:
+        print('IMPORT FAILED', m, type(e).__name__, e)
+print('imports checked')"
     rm -rf /tmp/lease-src && cp -r .device/llama-src /tmp/lease-src && cp -r bench /tmp/lease-bench
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$work/out/machine.txt"
     echo "cores: $(nproc)" >> "$work/out/machine.txt"
-    setsid env PYTHONPATH=/tmp/site:/tmp/lease-src bash -c "
+    # the CPU build without AMX: ggml's AMX kernels crash on Q4_K models (scripts/bootstrap.sh says more)
+    setsid env PYTHONPATH=/tmp/site:/tmp/lease-src noamx='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' bash -c "
         bash /tmp/lease-bench/gpu_build_llama.sh build /tmp/lease-src /tmp/llama-build > $work/build.log 2>&1 || echo CUDA-BUILD-FAILED >> $work/build.log
         cmake -S /tmp/lease-src/llama.cpp -B /tmp/llama-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-            -DGGML_CUDA=OFF -DGGML_OPENMP=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
-            -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF > $work/build-cpu.log 2>&1 \
+            -DGGML_CUDA=OFF -DGGML_OPENMP=OFF -DGGML_NATIVE=ON -DCMAKE_C_FLAGS=\"\$noamx\" -DCMAKE_CXX_FLAGS=\"\$noamx\" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
+            -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > $work/build-cpu.log 2>&1 \
             && cmake --build /tmp/llama-cpu -j \$(nproc) --target llama >> $work/build-cpu.log 2>&1 || echo CPU-BUILD-FAILED >> $work/build-cpu.log
         touch $work/builds.done
         LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 /tmp/lease-bench/make_qwen3b_gguf.py --llama-src /tmp/lease-src/llama.cpp --out /tmp/qwen3b > $work/qwen3b.log 2>&1 || echo 3B-FAILED >> $work/qwen3b.log
@@ -65,30 +78,33 @@ if [[ $mode == recv3 ]]; then
     cp -r "$here"/c3/* "$work/"
     cat "$work/$model".0 "$work/$model".1 "$work/$model".2 > "$work/$model"
     (cd "$work" && sha256sum -c SHA256SUMS)
-    rm -rf /tmp/lease-repo && mkdir -p /tmp/lease-repo && cp -r bot rag_engine storage training bench pyproject.toml /tmp/lease-repo/
+    rm -rf /tmp/lease-repo /tmp/lease-repo-before && mkdir -p /tmp/lease-repo
+    cp -r bot rag_engine storage training bench pyproject.toml /tmp/lease-repo/
+    # the serving prompt before this round's change (pack's BEFORE_REV), for the before/after table
+    cp -r /tmp/lease-repo /tmp/lease-repo-before && cp "$work/prompting_before.py" /tmp/lease-repo-before/rag_engine/prompting.py
     setsid bash /tmp/lease-repo/training/gpu_lease.sh pipeline < /dev/null > "$work/pipeline.out" 2>&1 &
+    setsid bash /tmp/lease-repo/training/gpu_lease.sh side < /dev/null > "$work/side.out" 2>&1 &
     echo "pipeline started"; exit 0
 fi
 
-if [[ $mode == pipeline ]]; then
-    set +e +o pipefail  # a failed step is logged and the next one still runs
-    cd /tmp/lease-repo
-    export PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo
-    base=$work/$model data=$work/data/prep
-    log "sft"
-    python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-30}" \
-        --batch-size 8 --per-device-batch 8 --lr 2e-4 --max-length 3072 2>&1 | grep -vE "it/s\]|s/it\]" | tail -15 >> "$work/pipeline.log"
-    log "grpo"
-    python3 -m training grpo --data "$data" --out "$work/grpo" --base-model "$base" --init-adapter "$work/sft/adapter" \
-        --steps "${GRPO_STEPS:-80}" --max-seconds 360 --batch-size 16 --per-device-batch 16 --num-generations 4 \
-        --max-completion-length 128 --lr "${GRPO_LR:-1e-4}" --beta 0 --temperature 0.9 --max-length 3072 2>&1 \
-        | grep -vE "it/s\]|s/it\]" | tail -15 >> "$work/pipeline.log"
-    for f in sft/train_log.csv sft/curves.png grpo/train_log.csv grpo/curves.png; do
-        [[ -f $work/$f ]] && cp "$work/$f" "$work/out/$(echo "$f" | tr / -)"
-    done
-    log "waiting for the builds"
+# The harness on the CPU build of llama.cpp (lexical retrieval: the carried encoder is the tiny random one, so it
+# only indexes). Usage: evaluate REPO OUT_NAME THREADS [evaluate options…]
+evaluate() {
+    local repo=$1 name=$2 threads=$3; shift 3
+    (cd "$repo" && PYTHONPATH=/tmp/site:/tmp/lease-src:$repo LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin PAPERBOT_DEVICE=cpu \
+        PAPERBOT_RETRIEVAL_MODE=lexical PAPERBOT_N_GPU_LAYERS=0 PAPERBOT_N_THREADS=$threads PAPERBOT_PARALLEL=8 \
+        PAPERBOT_MAX_NEW_TOKENS=256 PAPERBOT_N_CTX=4096 python3 -m training evaluate --pdfs "$work/data/pdfs" \
+        --encoder "$work/data/colbert" --qasa "$work/data" --out "$work/$name" "$@" 2>&1 \
+        | grep -v " answered in " | tail -40 >> "$work/$name.log")
+    cp "$work/$name/results.md" "$work/out/$name.md" 2>/dev/null || log "$name: no results.md (see $name.log)"
+}
+
+if [[ $mode == side ]]; then
+    # While the GPU trains: which torch / llama.cpp pairs share a process here, then the prompt's before/after
+    # table for SmolLM2 (grammar off and on) on the CPU build, on 8 of the 16 cores.
+    set +e +o pipefail
     while [[ ! -f $work/builds.done ]]; do sleep 5; done
-    log "diag: which pairs of torch / llama.cpp share a process here"
+    base=$work/$model
     for combo in "cuda|" "cuda|import torch; torch.zeros(1).cuda()" "cuda|import numpy" "cpu|import torch; torch.zeros(1).cuda()" "cpu|import numpy"; do
         lib=${combo%%|*} pre=${combo#*|}
         dir=/tmp/llama-build/bin; ngl=-1; [[ $lib == cpu ]] && { dir=/tmp/llama-cpu/bin; ngl=0; }
@@ -99,36 +115,69 @@ print(repr(llm('The capital of France is', max_tokens=4)['choices'][0]['text']))
         rc=$?
         echo "$lib llama.cpp after [${pre:-nothing}]: rc=$rc $(tail -1 "$work/diag.one")" >> "$work/out/diag.txt"
     done
+    log "side: prompt before/after, SmolLM2 base, grammar both"
+    sub=(--limit "${SUB_LIMIT:-30}" --qasa-limit "${SUB_QASA:-10}")
+    evaluate /tmp/lease-repo-before eval-prompt-before 8 --gguf "$base" --grammar both "${sub[@]}"
+    evaluate /tmp/lease-repo eval-prompt-after 8 --gguf "$base" --grammar both "${sub[@]}"
+    log "side: done"; touch "$work/side.done"; exit 0
+fi
+
+if [[ $mode == pipeline ]]; then
+    set +e +o pipefail  # a failed step is logged and the next one still runs
+    cd /tmp/lease-repo
+    export PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo
+    base=$work/$model data=$work/data/prep
+    log "sft"
+    python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-30}" \
+        --batch-size 8 --per-device-batch 8 --lr 2e-4 --max-length 3072 > "$work/sft.log" 2>&1
+    grep -vE "it/s\]|s/it\]" "$work/sft.log" | tail -12 >> "$work/pipeline.log"
+    log "grpo"
+    python3 -m training grpo --data "$data" --out "$work/grpo" --base-model "$base" --init-adapter "$work/sft/adapter" \
+        --steps "${GRPO_STEPS:-80}" --max-seconds "${GRPO_SECONDS:-360}" --batch-size 16 --per-device-batch 16 \
+        --num-generations 4 --max-completion-length 128 --lr "${GRPO_LR:-1e-4}" --beta 0 --temperature 0.9 \
+        --max-length 3072 > "$work/grpo.log" 2>&1
+    grep -vE "it/s\]|s/it\]" "$work/grpo.log" | tail -25 >> "$work/pipeline.log"
+    python3 -m training.curves "$work/grpo/train_log.csv" >> "$work/pipeline.log" 2>&1
+    for f in sft/train_log.csv sft/curves.png grpo/train_log.csv grpo/curves.png; do
+        [[ -f $work/$f ]] && cp "$work/$f" "$work/out/$(echo "$f" | tr / -)"
+    done
+    log "waiting for the side job and the 3B GGUF (the bench wants a quiet machine)"
+    while [[ ! -f $work/side.done || ! -f $work/qwen3b.done ]]; do sleep 5; done
     log "grammar bench"
-    while [[ ! -f $work/qwen3b.done ]]; do sleep 5; done
-    (cd /tmp/lease-repo && mkdir -p .device && ln -sfn /tmp/lease-src .device/llama-src && \
+    (mkdir -p .device && ln -sfn /tmp/lease-src .device/llama-src && \
         OUT=$work/grammar VARIANTS="batched batched-grammar" BUDGET_S=400 bash bench/gpu_run.sh --concurrency 1,8 \
         --repeats 3 --skip bandwidth,native,raw > "$work/grammar.log" 2>&1) || log "grammar bench failed"
     cp "$work/grammar/table.txt" "$work/out/grammar-table.txt" 2>/dev/null || true
-    export LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin
     log "export"
-    python3 -m training export --run "$work/grpo" --out "$work/export" --n-gpu-layers 0 2>&1 | tail -15 >> "$work/pipeline.log"
-    log "evaluate: base vs tuned, grammar off, on the CPU build (lexical retrieval: the tiny encoder only indexes)"
-    PAPERBOT_DEVICE=cpu PAPERBOT_RETRIEVAL_MODE=lexical PAPERBOT_N_GPU_LAYERS=0 PAPERBOT_PARALLEL=8 \
-        PAPERBOT_MAX_NEW_TOKENS=256 PAPERBOT_N_CTX=4096 python3 -m training evaluate --pdfs "$work/data/pdfs" \
-        --gguf "$base" --gguf "$work/export/model-q4_k_m.gguf" --grammar off --encoder "$work/data/colbert" \
-        --qasa "$work/data" --qasa-limit "${QASA_LIMIT:-30}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT} --out "$work/eval" \
-        2>&1 | grep -v " answered in " | tail -60 >> "$work/pipeline.log"
-    cp "$work/eval/results.md" "$work/out/eval-results.md" 2>/dev/null || true
+    LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 -m training export --run "$work/grpo" --out "$work/export" \
+        --n-gpu-layers 0 > "$work/export.log" 2>&1
+    tail -12 "$work/export.log" >> "$work/pipeline.log"
+    log "evaluate: base vs tuned, grammar off, every question"
+    evaluate /tmp/lease-repo eval-base-vs-tuned 16 --gguf "$base" --gguf "$work/export/model-q4_k_m.gguf" \
+        --grammar off --qasa-limit "${QASA_LIMIT:-30}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT}
     log "done"; touch "$work/pipeline.done"; exit 0
 fi
 
 if [[ $mode == wait ]]; then
     end=$(( $(date +%s) + ${2:-500} ))
     while [[ ! -f $work/pipeline.done ]] && (( $(date +%s) < end )); do sleep 10; done
-    cat "$work/pipeline.log" 2>/dev/null | tail -40
-    tail -3 "$work/build.log" "$work/build-cpu.log" "$work/qwen3b.log" 2>/dev/null || true
-    [[ -f $work/eval/records.jsonl && ! -f $work/eval/results.md ]] && (cd /tmp/lease-repo && \
-        PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo python3 -m training report "$work/eval" > "$work/out/eval-partial.md" 2>&1 || true)
-    (cd "$work" && tar czf out/summaries.tgz pipeline.log pipeline.out grammar.log sft/run.json grpo/run.json \
-        export/export.json eval/results.json eval/records.jsonl data/prep/manifest.json grammar/results.json 2>/dev/null) || true
-    cp "$work"/out/* "$OUT/" 2>/dev/null || true
-    ls -la "$OUT"; exit 0
+    tail -45 "$work/pipeline.log" 2>/dev/null
+    tail -2 "$work/build.log" "$work/build-cpu.log" "$work/qwen3b.log" "$work/side.out" "$work/pipeline.out" 2>/dev/null || true
+    for f in sft grpo export; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
+    for d in eval-prompt-before eval-prompt-after eval-base-vs-tuned; do
+        if [[ -f $work/$d/records.jsonl && ! -f $work/$d/results.md ]]; then
+            (cd /tmp/lease-repo && PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo python3 -m training report \
+                "$work/$d" > "$work/out/$d-partial.md" 2>&1 || true)
+        fi
+    done
+    # At most 8 files come back: the tables as they are, everything else in one archive.
+    (cd "$work" && tar czf /tmp/summaries.tgz out *.log *.out sft/run.json grpo/run.json export/export.json \
+        eval-*/results.json eval-*/records.jsonl data/prep/manifest.json grammar/results.json 2>/dev/null) || true
+    cp /tmp/summaries.tgz "$OUT/"
+    for f in grammar-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md; do
+        [[ -f $work/out/$f ]] && cp "$work/out/$f" "$OUT/"
+    done
+    ls "$work/out"; ls -la "$OUT"; exit 0
 fi
 
 echo "unknown mode $mode" >&2; exit 2
