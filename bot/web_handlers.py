@@ -207,7 +207,8 @@ class Handlers:
                 elif isinstance(event, Failed):
                     reply = [render.failed_message(for_web(event.message))]
                 last_draw = time.monotonic()
-                yield {page.chatbot: before + reply}
+                # The refs go with the answer they belong to: a 👍 clicked as soon as it shows must find its ref.
+                yield {page.chatbot: before + reply, page.answer_refs: refs}
         except USER_FACING as failure:
             reply = [render.failed_message(str(failure))]
         except Exception:

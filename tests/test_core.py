@@ -136,8 +136,9 @@ async def test_other_channels_papers_never_reach_the_prompt(core: Core) -> None:
     assert isinstance(events[-1], Final)
     # ponder_net.pdf's running text names its authors and its prior; neither may appear in this channel's prompt
     assert prompts and all("Banino" not in p and "geometric" not in p.lower() for p in prompts)
-    # the injection text itself reaches the prompt only inside the fenced, untrusted sources
-    sources_part = prompts[0].split("<sources>", 1)[1].split("</sources>", 1)[0]
+    # the injection text itself reaches the prompt only inside the fenced, untrusted sources of the real turn,
+    # which comes after the worked examples' made-up sources
+    sources_part = prompts[0].rsplit("<sources>", 1)[1].split("</sources>", 1)[0]
     assert "SYSTEM NOTICE" in sources_part
     assert prompts[0].count("SYSTEM NOTICE") == sources_part.count("SYSTEM NOTICE")
     system = next(iter(prompts))

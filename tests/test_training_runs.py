@@ -18,7 +18,7 @@ from training.records import from_generated
 
 pytestmark = pytest.mark.slow
 
-# Short prompts: the tiny model has Qwen's 152k vocabulary, so long sequences cost gigabytes of logits on a CPU.
+# Short prompts (the worked examples alone take ~250 tokens): the tiny model has Qwen's 152k vocabulary, so long sequences cost gigabytes of logits on a CPU.
 BUDGET = PromptBudget(max_sources=2, max_source_tokens=40)
 
 
@@ -48,7 +48,7 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Path
     data = _data(root / "data")
     run = root / "run"
     assert training_main(["sft", "--data", str(data), "--out", str(run), "--base-model", str(tiny_models / "qwen2"),
-                          "--steps", "3", "--batch-size", "2", "--lora-rank", "8", "--max-length", "256",
+                          "--steps", "3", "--batch-size", "2", "--lora-rank", "8", "--max-length", "768",
                           "--lr", "1e-3"]) == 0
     return run
 
@@ -104,10 +104,17 @@ def test_max_seconds_stops_training_after_the_step_that_crosses_it(sft_run: Path
     run = tmp_path / "cut"
     assert training_main(["sft", "--data", str(sft_run.parent / "data"), "--out", str(run), "--base-model",
                           str(tiny_models / "qwen2"), "--steps", "3", "--batch-size", "2", "--lora-rank", "8",
-                          "--max-length", "256", "--max-seconds", "0"]) == 0
+                          "--max-length", "768", "--max-seconds", "0"]) == 0
     info = json.loads((run / "run.json").read_text())
     assert info["steps"] == 1 and info["stopped_by_max_seconds"]
     assert len((run / "train_log.csv").read_text().splitlines()) == 1 + 1  # the last step is still logged
+
+
+def test_sft_says_which_limit_to_raise_when_no_record_fits(sft_run: Path, tmp_path: Path, tiny_models: Path) -> None:
+    with pytest.raises(SystemExit, match=r"longer than --max-length 64 tokens .*raise --max-length"):
+        training_main(["sft", "--data", str(sft_run.parent / "data"), "--out", str(tmp_path / "short"),
+                       "--base-model", str(tiny_models / "qwen2"), "--steps", "1", "--batch-size", "2",
+                       "--lora-rank", "8", "--max-length", "64"])
 
 
 def test_thirds_compares_the_first_and_last_third_of_each_column() -> None:

@@ -95,6 +95,27 @@ def _dataset(path: Path, limit: int | None, *, with_completion: bool):
     return Dataset.from_list(rows)
 
 
+def _fitting(dataset, tokenizer, max_length: int):
+    """The rows whose prompt and target fit `max_length` tokens; exits when none does.
+
+    TRL truncates an SFT example to `max_length` and then drops those left with no completion token, which ends in a
+    bare "num_samples=0" from the sampler; saying which limit was too small is more use.
+    """
+    def length(row: dict[str, Any]) -> int:
+        ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
+        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)  # transformers 5 returns a BatchEncoding
+
+    lengths = [length(row) for row in dataset]
+    keep = [i for i, n in enumerate(lengths) if n <= max_length]
+    if not keep:
+        raise SystemExit(f"every record is longer than --max-length {max_length} tokens (shortest {min(lengths)}): "
+                         "raise --max-length")
+    if len(keep) < len(lengths):
+        print(f"sft: {len(lengths) - len(keep)} of {len(lengths)} records are longer than --max-length "
+              f"{max_length} tokens and are left out", file=sys.stderr)
+    return dataset.select(keep)
+
+
 def _load_model(args: argparse.Namespace, out: Path):
     lora = lora_settings(args.lora_rank, args.lora_alpha)
     model, tokenizer, used_unsloth = load_for_training(
@@ -208,9 +229,10 @@ def run_sft(args: argparse.Namespace) -> int:
                 "weight_decay": config.weight_decay}
     print(f"sft: TRL defaults in use: {defaults}", file=sys.stderr)
     timer, budget = StepTimer(), TimeBudget(args.max_seconds)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(args.data / "train.jsonl", args.limit,
-                         with_completion=True), processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[CsvLog(out / "train_log.csv"), timer, budget])
+    dataset = _fitting(_dataset(args.data / "train.jsonl", args.limit, with_completion=True), tokenizer,
+                       args.max_length)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[CsvLog(out / "train_log.csv"), timer, budget])
     print(json.dumps(_finish(trainer, args, out, "sft", timer, budget, used_unsloth, defaults), indent=2))
     return 0
 
