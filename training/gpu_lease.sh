@@ -56,14 +56,14 @@ print('imports checked')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$work/out/machine.txt"
     echo "cores: $(nproc)" >> "$work/out/machine.txt"
     # the CPU build without AMX: ggml's AMX kernels crash on Q4_K models (scripts/bootstrap.sh says more)
-    setsid env PYTHONPATH=/tmp/site:/tmp/lease-src noamx='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' bash -c "
-        bash /tmp/lease-bench/gpu_build_llama.sh build /tmp/lease-src /tmp/llama-build > $work/build.log 2>&1 || echo CUDA-BUILD-FAILED >> $work/build.log
+    setsid env PYTHONPATH=/tmp/site:/tmp/lease-src NO_CUDA="${NO_CUDA:-}" bash -c "
+        [[ -n \"\$NO_CUDA\" ]] || bash /tmp/lease-bench/gpu_build_llama.sh build /tmp/lease-src /tmp/llama-build > $work/build.log 2>&1 || echo CUDA-BUILD-FAILED >> $work/build.log
         cmake -S /tmp/lease-src/llama.cpp -B /tmp/llama-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-            -DGGML_CUDA=OFF -DGGML_OPENMP=OFF -DGGML_NATIVE=ON -DCMAKE_C_FLAGS=\"\$noamx\" -DCMAKE_CXX_FLAGS=\"\$noamx\" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
+            -DGGML_CUDA=OFF -DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
             -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > $work/build-cpu.log 2>&1 \
             && cmake --build /tmp/llama-cpu -j \$(nproc) --target llama >> $work/build-cpu.log 2>&1 || echo CPU-BUILD-FAILED >> $work/build-cpu.log
         touch $work/builds.done
-        LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 /tmp/lease-bench/make_qwen3b_gguf.py --llama-src /tmp/lease-src/llama.cpp --out /tmp/qwen3b > $work/qwen3b.log 2>&1 || echo 3B-FAILED >> $work/qwen3b.log
+        [[ -n \"\$NO_CUDA\" ]] || LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 /tmp/lease-bench/make_qwen3b_gguf.py --llama-src /tmp/lease-src/llama.cpp --out /tmp/qwen3b > $work/qwen3b.log 2>&1 || echo 3B-FAILED >> $work/qwen3b.log
         touch $work/qwen3b.done
     " < /dev/null > /dev/null 2>&1 &
     echo "builds started"; exit 0
@@ -91,7 +91,7 @@ fi
 # only indexes). Usage: evaluate REPO OUT_NAME THREADS [evaluate options…]
 evaluate() {
     local repo=$1 name=$2 threads=$3; shift 3
-    (cd "$repo" && PYTHONPATH=/tmp/site:/tmp/lease-src:$repo LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin PAPERBOT_DEVICE=cpu \
+    (cd "$repo" && LD_PRELOAD=$(cat "$work/llama.env" 2>/dev/null) PYTHONPATH=/tmp/site:/tmp/lease-src:$repo LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin PAPERBOT_DEVICE=cpu \
         PAPERBOT_RETRIEVAL_MODE=lexical PAPERBOT_N_GPU_LAYERS=0 PAPERBOT_N_THREADS=$threads PAPERBOT_PARALLEL=8 \
         PAPERBOT_MAX_NEW_TOKENS=256 PAPERBOT_N_CTX=4096 python3 -m training evaluate --pdfs "$work/data/pdfs" \
         --encoder "$work/data/colbert" --qasa "$work/data" --out "$work/$name" "$@" 2>&1 \
@@ -105,16 +105,23 @@ if [[ $mode == side ]]; then
     set +e +o pipefail
     while [[ ! -f $work/builds.done ]]; do sleep 5; done
     base=$work/$model
-    for combo in "cuda|" "cuda|import torch; torch.zeros(1).cuda()" "cuda|import numpy" "cpu|import torch; torch.zeros(1).cuda()" "cpu|import numpy"; do
-        lib=${combo%%|*} pre=${combo#*|}
+    preload=$(ls /tmp/llama-cpu/bin/libggml-base.so /tmp/llama-cpu/bin/libggml-cpu.so /tmp/llama-cpu/bin/libggml.so /tmp/llama-cpu/bin/libllama.so 2>/dev/null | paste -sd:)
+    combos=("cpu||" "cpu|import numpy|" "cpu|import numpy|$preload" "cpu|import torch; torch.zeros(1).cuda()|$preload")
+    [[ -n ${NO_CUDA:-} ]] || combos+=("cuda||" "cuda|import numpy|" "cuda|import torch; torch.zeros(1).cuda()|")
+    for combo in "${combos[@]}"; do
+        IFS='|' read -r lib pre ld <<< "$combo"
         dir=/tmp/llama-build/bin; ngl=-1; [[ $lib == cpu ]] && { dir=/tmp/llama-cpu/bin; ngl=0; }
-        LLAMA_CPP_LIB_PATH=$dir timeout 120 python3 -c "$pre
+        LD_PRELOAD=$ld LLAMA_CPP_LIB_PATH=$dir timeout 120 python3 -c "$pre
 import llama_cpp
 llm = llama_cpp.Llama('$base', n_gpu_layers=$ngl, n_ctx=512, verbose=False)
 print(repr(llm('The capital of France is', max_tokens=4)['choices'][0]['text']))" > "$work/diag.one" 2>&1
         rc=$?
-        echo "$lib llama.cpp after [${pre:-nothing}]: rc=$rc $(tail -1 "$work/diag.one")" >> "$work/out/diag.txt"
+        echo "$lib llama.cpp after [${pre:-nothing}]${ld:+ (libraries preloaded)}: rc=$rc $(tail -1 "$work/diag.one")" >> "$work/out/diag.txt"
+        # the harness imports numpy and torch first: it runs with the first setting that survives that
+        [[ $lib == cpu && -n $pre && $rc == 0 && ! -f $work/llama.env ]] && echo "$ld" > "$work/llama.env"
     done
+    touch "$work/diag.done"
+    [[ -n ${SKIP_SIDE_EVAL:-} ]] && { log "side: done (diag only)"; touch "$work/side.done"; exit 0; }
     log "side: prompt before/after, SmolLM2 base, grammar both"
     sub=(--limit "${SUB_LIMIT:-30}" --qasa-limit "${SUB_QASA:-10}")
     evaluate /tmp/lease-repo-before eval-prompt-before 8 --gguf "$base" --grammar both "${sub[@]}"
@@ -143,13 +150,20 @@ if [[ $mode == pipeline ]]; then
     done
     log "waiting for the side job and the 3B GGUF (the bench wants a quiet machine)"
     while [[ ! -f $work/side.done || ! -f $work/qwen3b.done ]]; do sleep 5; done
-    log "grammar bench"
+    [[ -n ${NO_CUDA:-} ]] || { log "grammar bench"
     (mkdir -p .device && ln -sfn /tmp/lease-src .device/llama-src && \
         OUT=$work/grammar VARIANTS="batched batched-grammar" BUDGET_S=400 bash bench/gpu_run.sh --concurrency 1,8 \
         --repeats 3 --skip bandwidth,native,raw > "$work/grammar.log" 2>&1) || log "grammar bench failed"
-    cp "$work/grammar/table.txt" "$work/out/grammar-table.txt" 2>/dev/null || true
-    log "export"
-    LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 -m training export --run "$work/grpo" --out "$work/export" \
+    cp "$work/grammar/table.txt" "$work/out/grammar-table.txt" 2>/dev/null || true; }
+    while [[ ! -f $work/diag.done ]]; do sleep 5; done
+    # the converter from the carried sources: nothing can be downloaded here (training/tiny_models.llama_cpp_source)
+    export PAPERBOT_BUILD_CACHE=$work/build-cache
+    v=$(python3 -c "from training.tiny_models import llama_cpp_version as v; print(v())")
+    mkdir -p "$PAPERBOT_BUILD_CACHE/llama.cpp-$v" && (cd /tmp/lease-src/llama.cpp && \
+        cp -r convert_hf_to_gguf.py conversion gguf-py models "$PAPERBOT_BUILD_CACHE/llama.cpp-$v/") && \
+        touch "$PAPERBOT_BUILD_CACHE/llama.cpp-$v/EXTRACTED"
+    log "export (LD_PRELOAD=$(cat "$work/llama.env" 2>/dev/null))"
+    LD_PRELOAD=$(cat "$work/llama.env" 2>/dev/null) LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 -m training export --run "$work/grpo" --out "$work/export" \
         --n-gpu-layers 0 > "$work/export.log" 2>&1
     tail -12 "$work/export.log" >> "$work/pipeline.log"
     log "evaluate: base vs tuned, grammar off, every question"
