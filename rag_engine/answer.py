@@ -49,12 +49,17 @@ class Answerer:
         return self.worker.depth
 
     def relevant(self, result: SearchResult) -> bool:
-        """Worth asking the model: some passage shares a content word, or ColBERT scores one high enough."""
+        """Worth asking the model: ColBERT scores some passage high enough; without ColBERT (lexical mode), some
+        passage shares a content word with the question.
+
+        A shared word alone says little: "How do you make sourdough bread rise faster?" shares one with every
+        passage of most papers, so where ColBERT scored the passages its score decides.
+        """
         if not result.hits:
             return False
-        if result.lexical_matches > 0:
-            return True
-        return result.colbert_best is not None and result.colbert_best >= self.settings.min_relevance
+        if result.colbert_best is None:
+            return result.lexical_matches > 0
+        return result.colbert_best >= self.settings.min_relevance
 
     async def answer(
         self, index: str, question: str, history: Sequence[Turn] = (), paper: str | None = None

@@ -42,7 +42,10 @@ class EngineSettings(BaseSettings):
     )
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model for one question.")
     min_relevance: float = Field(
-        0.5, description="Below this ColBERT score (per query token, 0..1) a passage is not relevant enough to answer."
+        0.45,
+        description="Below this ColBERT score (best passage, per query token, 0..1) the question is declined without "
+        "asking the model. It depends on the encoder: 0.45 was chosen for all-MiniLM-L6 in the colbert-ir layout "
+        "(docs/evaluation.md); colbert-ir/colbertv2.0 is untested.",
     )
     vector_cache_mb: float = Field(
         1024.0, ge=0, description="Decoded token vectors kept in memory across all channels (MiB), least recent out first."

@@ -86,15 +86,28 @@ async def test_a_question_streams_then_gives_a_cited_answer(core: Core, monkeypa
 
 
 async def test_nothing_relevant_abstains_plainly(settings: Settings) -> None:
-    # Random ColBERT weights score every passage alike (~0.72 per query token), so the threshold is set above that:
-    # what decides here is that no passage shares a word with the question.
-    async with open_core(settings.model_copy(update={"min_relevance": 0.95}), heartbeat=False) as core:
+    # Without ColBERT (lexical mode) what decides is whether some passage shares a word with the question.
+    async with open_core(settings.model_copy(update={"retrieval_mode": "lexical"}), heartbeat=False) as core:
         await core.ingest_upload(CHANNEL, ALICE, "ok.pdf", (EDGE_PDFS / "ok_minimal.pdf").read_bytes())
         events = await events_of(core, CHANNEL, "qwxzv plorft zzyzx?")
         assert len(events) == 1 and isinstance(events[0], Final) and events[0].answer.abstained
         assert events[0].answer.sources == ()
         answered = await events_of(core, CHANNEL, "What does the minimal document say?")
         assert any(isinstance(e, Partial) for e in answered)  # shared words: the model is asked
+
+
+async def test_with_colbert_its_score_decides_even_when_words_are_shared(settings: Settings) -> None:
+    # Random ColBERT weights score every passage alike (~0.72 per query token): a threshold above that turns away
+    # a question that shares words with the paper, one below it lets the model answer.
+    for threshold, asked in ((0.95, False), (0.3, True)):
+        update = {"min_relevance": threshold, "retrieval_mode": "hybrid"}
+        async with open_core(settings.model_copy(update=update), heartbeat=False) as core:
+            await core.ingest_upload(CHANNEL, ALICE, "ok.pdf", (EDGE_PDFS / "ok_minimal.pdf").read_bytes())
+            events = await events_of(core, CHANNEL, "What does the minimal document say?")
+            assert isinstance(events[-1], Final)
+            assert any(isinstance(e, Partial) for e in events) == asked
+            if not asked:
+                assert events[-1].answer.abstained and events[-1].answer.sources == ()
 
 
 async def test_a_question_scoped_to_one_paper_only_cites_that_paper(core: Core) -> None:
