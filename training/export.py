@@ -54,6 +54,43 @@ def to_gguf(merged: Path, out: Path) -> tuple[Path, Path]:
     return f16, q4
 
 
+def vocabulary(gguf: Path) -> dict[str, Any]:
+    """The tokenizer fields of a GGUF that decide how llama.cpp tokenizes: type, pre-tokenizer, size."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+
+    def text(key: str) -> str | None:
+        field = fields.get(key)
+        return bytes(field.parts[field.data[0]]).decode() if field is not None else None
+
+    tokens = fields.get("tokenizer.ggml.tokens")
+    return {"model": text("tokenizer.ggml.model"), "pre": text("tokenizer.ggml.pre"),
+            "tokens": len(tokens.data) if tokens is not None else 0}
+
+
+def check_vocabulary(base_spec: str, f16: Path) -> None:
+    """When the base was a GGUF, the converted model must tokenize as it did.
+
+    The base's tokenizer reaches the converter through transformers' GGUF loader; where that changes it (another
+    transformers version), llama.cpp aborts at the first tokenization, far from the cause.
+    """
+    from training.base_model import is_gguf
+
+    if not is_gguf(base_spec):
+        return
+    base, ours = vocabulary(Path(base_spec)), vocabulary(f16)
+    if base != ours:
+        import tokenizers
+        import transformers
+
+        raise RuntimeError(
+            f"{f16.name} would tokenize differently from the base {Path(base_spec).name}: {ours} instead of {base} "
+            f"(transformers {transformers.__version__}, tokenizers {tokenizers.__version__} rebuilt the tokenizer "
+            "from the GGUF); use the base model's HF folder or hub id as --base-model instead of its GGUF"
+        )
+
+
 async def answer_check(gguf: Path, n_gpu_layers: int = 0) -> dict[str, Any]:
     """One question through the serving path's backend and parser: proves the file loads and generates."""
     from rag_engine.llm.base import GenerationRequest
@@ -117,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    merged = merge(Path(args.run), out)
+    run_dir = Path(args.run)
+    merged = merge(run_dir, out)
     f16, q4 = to_gguf(merged, out)
+    check_vocabulary(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["base_model"], f16)
     parity = logits_parity(merged, f16, "Question: what is attention?\nAnswer: a weighted sum of values.")
     check = run_child("answer", str(q4), "--n-gpu-layers", str(args.n_gpu_layers))
     if not args.keep_merged:
