@@ -61,6 +61,7 @@ def test_sft_trains_the_adapter_and_logs_each_step(sft_run: Path) -> None:
     assert rows[0].startswith("step") and len(rows) == 1 + 3
     info = json.loads((sft_run / "run.json").read_text())
     assert info["steps"] == 3 and info["kind"] == "sft" and (sft_run / "curves.png").stat().st_size > 0
+    assert info["versions"]["transformers"] and info["versions"]["trl"]  # what the GPU image had, for export
 
 
 def test_grpo_continues_the_sft_adapter_and_changes_it(

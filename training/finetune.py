@@ -134,6 +134,15 @@ def _load_model(args: argparse.Namespace, out: Path):
     return model, tokenizer, peft_config, used_unsloth
 
 
+def _version(package: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _finish(trainer, args: argparse.Namespace, out: Path, kind: str, timer, budget: TimeBudget, used_unsloth: bool,
             printed_defaults: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
@@ -155,6 +164,8 @@ def _finish(trainer, args: argparse.Namespace, out: Path, kind: str, timer, budg
         **{k: round(v, 1) for k, v in _peak_memory_mb().items()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
         "trl_defaults_used": printed_defaults,
+        # what a GPU image had: its libraries differ from the dev machine's, and export reads the tokenizer they wrote
+        "versions": {name: _version(name) for name in ("torch", "transformers", "tokenizers", "trl", "peft", "gguf")},
     }
     (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if (out / "train_log.csv").exists():
