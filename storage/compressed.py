@@ -62,8 +62,8 @@ class CompressedRepository:
 
     async def get_codebook(self, index_id: int) -> StoredCodebook | None:
         row = await self._db.fetchone(
-            "SELECT i.dim, b.generation, b.scheme, b.nbits, b.residual_bytes, b.trained_tokens, b.centroids, b.cutoffs, "
-            "b.weights, b.rotation FROM codebooks b JOIN indexes i ON i.id = b.index_id WHERE b.index_id = ?",
+            "SELECT i.dim, b.generation, b.scheme, b.nbits, b.residual_bytes, b.trained_tokens, b.centroids, "
+            "b.cutoffs, b.weights, b.rotation FROM codebooks b JOIN indexes i ON i.id = b.index_id WHERE b.index_id = ?",
             (index_id,),
         )
         if row is None:

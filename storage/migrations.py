@@ -183,8 +183,8 @@ V4_COMPRESSED_EMBEDDINGS: tuple[str, ...] = (
 )
 
 # --- 5: a second residual scheme, product quantization in a rotated basis (rag_engine/retrieval/residual.py) ----------
-# codebooks is rebuilt (SQLite cannot change a CHECK): `scheme` says how residual bytes decode, `residual_bytes` how many
-# each token has, `rotation` the basis of a "pq" codebook. Existing codebooks are "scalar" and keep working; search
+# codebooks is rebuilt (SQLite cannot change a CHECK): `scheme` says how residual bytes decode, `residual_bytes` how
+# many each token has, `rotation` the basis of a "pq" codebook. Existing codebooks are "scalar" and keep working; search
 # retrains an index on its next use when its scheme is not the configured one (its float16 rows are the source).
 V5_RESIDUAL_SCHEMES: tuple[str, ...] = (
     """

@@ -3,17 +3,17 @@
 A token vector v (unit length) is stored as the id of its nearest centroid c (uint16) and a code for the residual
 v - c, in one of two schemes:
 
-- "pq" (what search uses): the residual, turned into the principal axes of the training residuals, is cut into `groups`
-  sub-vectors of 3-4 dimensions, each stored as one byte: the nearest of 256 codewords learned for that sub-vector
-  (product quantization, Jégou et al. 2011, after a PCA rotation). At 128 dims: 2 + 38 = 40 bytes per token, 2.5 bits
-  per dimension. Why not per-dimension buckets: on real MiniLM colbert-ir vectors the residual holds half of a
-  token's energy (cosine to its centroid 0.73 at 1,024 centroids), and 2-bit scalar buckets leave a mean cosine of
-  0.947, top-10 overlap with float16 MaxSim 0.83; 256 codewords over 3-4 dimensions fit the residual's joint shape
-  (0.984 cosine at the same centroids, top-10 overlap 0.91). The first groups take 3 dimensions, the last 4: the high-variance axes get
-  more bits (2.67 vs 2 per dimension).
-- "scalar" (ColBERTv2, Santhanam et al. 2022, §3; `train`'s default, and indexes compressed before "pq"): per dimension, the bucket
-  of the residual among 2**nbits; cutoffs are quantiles of the training residuals and each bucket decodes to the
-  median residual inside it, per dimension. At 128 dims and 2 bits: 2 + 32 bytes per token.
+- "pq" (what search uses): the residual, turned into the principal axes of the training residuals, is cut into
+  `groups` sub-vectors of 3-4 dimensions, each stored as one byte: the nearest of 256 codewords learned for that
+  sub-vector (product quantization, Jégou et al. 2011, after a PCA rotation). At 128 dims: 2 + 38 = 40 bytes per
+  token, 2.5 bits per dimension. Why not per-dimension buckets: on real MiniLM colbert-ir vectors the residual holds
+  half of a token's energy (cosine to its centroid 0.73 at 1,024 centroids), and 2-bit scalar buckets leave a mean
+  cosine of 0.947, top-10 overlap with float16 MaxSim 0.83; 256 codewords over 3-4 dimensions fit the residual's
+  joint shape (0.983 cosine at the same centroids, top-10 overlap 0.91; bench/bench_compression.py). The first
+  groups take 3 dimensions, the last 4: the high-variance axes get more bits (2.67 vs 2 per dimension).
+- "scalar" (ColBERTv2, Santhanam et al. 2022, §3; `train`'s default, and indexes compressed before "pq"): per
+  dimension, the bucket of the residual among 2**nbits; cutoffs are quantiles of the training residuals and each
+  bucket decodes to the median residual inside it, per dimension. At 128 dims and 2 bits: 2 + 32 bytes per token.
 
 Both decode through one table: byte position p with value b decodes to table[p, b], a few residual values (`slots`
 says which dimension each one is). A "pq" codebook keeps its centroids and codewords in the rotated basis: dot
