@@ -2,9 +2,9 @@
 
 `real_sample` encodes the shared real papers with all-MiniLM-L6-v2 in the colbert-ir layout (TOOLCHAIN.md), trains a
 codebook of search's scheme ("pq", residual.py) on those vectors and compresses them, and saves it all to one .npz
-(~20 MB, git-ignored under .device/, small enough to carry to the GPU machine). `build` then writes an index of N chunks whose compressed rows
-are real passages' rows with 10 % of centroid ids and 10 % of residual bytes redrawn from the real ones, and whose
-text is the real passage's (so BM25 works on real words).
+(~20 MB, git-ignored under .device/, small enough to carry to the GPU machine). `build` then writes an index of N
+chunks whose compressed rows are real passages' rows with 10 % of centroid ids and 10 % of residual bytes redrawn
+from the real ones, and whose text is the real passage's (so BM25 works on real words).
 
 Shortcut, stated in every table: each chunk's float16 row holds one placeholder vector (search reads only the
 compressed rows). Real float16 rows for 100k chunks would be 4.6 GB of disk, and k-means + assignment over 18 M

@@ -63,28 +63,31 @@ class CompressedRepository:
     async def get_codebook(self, index_id: int) -> StoredCodebook | None:
         row = await self._db.fetchone(
             "SELECT i.dim, b.generation, b.scheme, b.nbits, b.residual_bytes, b.trained_tokens, b.centroids, "
-            "b.cutoffs, b.weights, b.rotation FROM codebooks b JOIN indexes i ON i.id = b.index_id WHERE b.index_id = ?",
+            "b.cutoffs, b.weights, b.rotation "
+            "FROM codebooks b JOIN indexes i ON i.id = b.index_id WHERE b.index_id = ?",
             (index_id,),
         )
         if row is None:
             return None
         dim, levels = int(row["dim"]), 1 << int(row["nbits"])
-        head = dict(
+        codewords: np.ndarray | None = None
+        rotation: np.ndarray | None = None
+        if row["scheme"] == "pq":
+            cutoffs = weights = np.zeros((dim, 0), dtype=np.float32)
+            codewords = _floats(row["weights"], (int(row["residual_bytes"]), 256, -1))
+            rotation = _floats(row["rotation"], (dim, dim))
+        else:
+            cutoffs, weights = _floats(row["cutoffs"], (dim, levels - 1)), _floats(row["weights"], (dim, levels))
+        return StoredCodebook(
             generation=int(row["generation"]),
             nbits=int(row["nbits"]),
             trained_tokens=int(row["trained_tokens"]),
             centroids=_floats(row["centroids"], (-1, dim)),
+            cutoffs=cutoffs,
+            weights=weights,
             scheme=str(row["scheme"]),
-        )
-        if row["scheme"] == "pq":
-            groups = int(row["residual_bytes"])
-            empty = np.zeros((dim, 0), dtype=np.float32)
-            return StoredCodebook(
-                **head, cutoffs=empty, weights=empty, codewords=_floats(row["weights"], (groups, 256, -1)),
-                rotation=_floats(row["rotation"], (dim, dim)),
-            )
-        return StoredCodebook(
-            **head, cutoffs=_floats(row["cutoffs"], (dim, levels - 1)), weights=_floats(row["weights"], (dim, levels))
+            codewords=codewords,
+            rotation=rotation,
         )
 
     async def save_codebook(
