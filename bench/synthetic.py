@@ -96,8 +96,10 @@ def _make_sample(path: Path, encoder_dir: Path) -> None:
 
 def _book_arrays(book: residual.Codebook) -> dict[str, np.ndarray]:
     assert book.codewords is not None and book.rotation is not None
-    return dict(centroids=book.centroids, cutoffs=book.cutoffs, weights=book.weights, nbits=np.asarray(book.nbits),
-                codewords=book.codewords, rotation=book.rotation)
+    return {
+        "centroids": book.centroids, "cutoffs": book.cutoffs, "weights": book.weights, "nbits": np.asarray(book.nbits),
+        "codewords": book.codewords, "rotation": book.rotation,
+    }
 
 
 async def build(db_path: Path, n_chunks: int, sample: RealSample, seed: int = 0) -> None:
