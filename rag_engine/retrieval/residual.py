@@ -109,7 +109,7 @@ def default_centroids(n_tokens: int) -> int:
 
 
 def default_groups(dim: int) -> int:
-    """"pq" byte groups for `dim` dimensions: 38 at 128 (40 bytes per token with the centroid id, 2.5 bits/dim).
+    """Byte groups of the "pq" scheme for `dim` dimensions: 38 at 128 (40 bytes per token with the centroid id).
 
     >>> default_groups(128), pq_layout(128, 38).tolist().count(3), pq_layout(128, 38).tolist().count(4)
     (38, 24, 14)
