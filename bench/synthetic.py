@@ -1,10 +1,10 @@
 """Search indexes of any size for the search and memory benches: real encoder statistics, written compressed.
 
 `real_sample` encodes the shared real papers with all-MiniLM-L6-v2 in the colbert-ir layout (TOOLCHAIN.md), trains a
-2-bit codebook on those vectors and compresses them, and saves it all to one .npz (~20 MB, git-ignored under
-.device/, small enough to carry to the GPU machine). `build` then writes an index of N chunks whose compressed rows
-are real passages' rows with 10 % of centroid ids and 10 % of residual bytes redrawn from the real ones, and whose
-text is the real passage's (so BM25 works on real words).
+codebook of search's scheme ("pq", residual.py) on those vectors and compresses them, and saves it all to one .npz
+(~20 MB, git-ignored under .device/, small enough to carry to the GPU machine). `build` then writes an index of N
+chunks whose compressed rows are real passages' rows with 10 % of centroid ids and 10 % of residual bytes redrawn
+from the real ones, and whose text is the real passage's (so BM25 works on real words).
 
 Shortcut, stated in every table: each chunk's float16 row holds one placeholder vector (search reads only the
 compressed rows). Real float16 rows for 100k chunks would be 4.6 GB of disk, and k-means + assignment over 18 M
@@ -37,7 +37,7 @@ class RealSample:
     texts: list[str]
     offsets: np.ndarray  # int64, per real passage
     codes: np.ndarray  # uint16 per real token
-    packed: np.ndarray  # uint8 (tokens, 32)
+    packed: np.ndarray  # uint8 (tokens, residual bytes)
     book: residual.Codebook
     questions: list[str]
     query_vectors: np.ndarray  # float32 (n_questions, query_len, 128)
@@ -47,9 +47,15 @@ def real_sample(path: Path = DEFAULT_SAMPLE, encoder_dir: Path = DEFAULT_ENCODER
     """Load the sample, making it first (needs the MiniLM checkpoint; a few minutes on 2 cores)."""
     if not path.exists():
         _make_sample(path, encoder_dir)
-    data = np.load(path, allow_pickle=False)
+    data = dict(np.load(path, allow_pickle=False))
+    if "codewords" not in data:  # made before the "pq" scheme: recompress its vectors, keep the rest
+        book = residual.train(data["vectors"].astype(np.float32), scheme=residual.PQ)
+        data["codes"], data["packed"] = residual.compress(book, data["vectors"].astype(np.float32))
+        data.update(_book_arrays(book))
+        np.savez(path, **data)
     book = residual.Codebook(
-        centroids=data["centroids"], cutoffs=data["cutoffs"], weights=data["weights"], nbits=int(data["nbits"])
+        centroids=data["centroids"], cutoffs=data["cutoffs"], weights=data["weights"], nbits=int(data["nbits"]),
+        codewords=data["codewords"], rotation=data["rotation"],
     )
     return RealSample(
         texts=json.loads(str(data["texts"])),
@@ -78,14 +84,22 @@ def _make_sample(path: Path, encoder_dir: Path) -> None:
     questions = [q for _, q, _ in QUESTIONS] + [
         texts[i].split(". ")[0][:200] for i in rng.choice(len(texts), 40, replace=False)
     ]
-    book = residual.train(vectors, nbits=2)
+    book = residual.train(vectors, scheme=residual.PQ)
     codes, packed = residual.compress(book, vectors)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        path, texts=json.dumps(texts), offsets=offsets, vectors=vectors.astype(np.float16), codes=codes, packed=packed, centroids=book.centroids,
-        cutoffs=book.cutoffs, weights=book.weights, nbits=book.nbits, questions=json.dumps(questions),
-        query_vectors=encoder.encode_queries(questions).astype(np.float32),
+        path, texts=json.dumps(texts), offsets=offsets, vectors=vectors.astype(np.float16), codes=codes, packed=packed,
+        questions=json.dumps(questions), query_vectors=encoder.encode_queries(questions).astype(np.float32),
+        **_book_arrays(book),
     )
+
+
+def _book_arrays(book: residual.Codebook) -> dict[str, np.ndarray]:
+    assert book.codewords is not None and book.rotation is not None
+    return {
+        "centroids": book.centroids, "cutoffs": book.cutoffs, "weights": book.weights, "nbits": np.asarray(book.nbits),
+        "codewords": book.codewords, "rotation": book.rotation,
+    }
 
 
 async def build(db_path: Path, n_chunks: int, sample: RealSample, seed: int = 0) -> None:
@@ -98,7 +112,8 @@ async def build(db_path: Path, n_chunks: int, sample: RealSample, seed: int = 0)
         index = await db.get_or_create_index("bench", "minilm-colbert-bench", CODEC_ID, sample.book.dim)
         generation = await db.save_codebook(
             index.id, nbits=sample.book.nbits, trained_tokens=n_chunks, centroids=sample.book.centroids,
-            cutoffs=sample.book.cutoffs, weights=sample.book.weights,
+            cutoffs=sample.book.cutoffs, weights=sample.book.weights, codewords=sample.book.codewords,
+            rotation=sample.book.rotation,
         )
         placeholder = sample.book.centroids[:1].astype(np.float32)
         for first in range(0, n_chunks, CHUNKS_PER_PAPER):

@@ -25,14 +25,17 @@ _U16 = np.dtype("<u2")
 
 @dataclass(frozen=True, slots=True)
 class StoredCodebook:
-    """An index's centroids (K, dim) and per-dimension residual buckets, all float32."""
+    """An index's centroids (K, dim) and residual code, all float32 (rag_engine/retrieval/residual.py's Codebook)."""
 
     generation: int
     nbits: int
     trained_tokens: int
     centroids: np.ndarray
-    cutoffs: np.ndarray  # (dim, 2**nbits - 1)
-    weights: np.ndarray  # (dim, 2**nbits)
+    cutoffs: np.ndarray  # scalar: (dim, 2**nbits - 1); pq: (dim, 0)
+    weights: np.ndarray  # scalar: (dim, 2**nbits); pq: (dim, 0)
+    scheme: str = "scalar"
+    codewords: np.ndarray | None = None  # pq: (groups, 256, width)
+    rotation: np.ndarray | None = None  # pq: (dim, dim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,7 @@ class CompressedMatrix:
     chunk_ids: np.ndarray  # int64 (n_chunks,)
     offsets: np.ndarray  # int64 (n_chunks + 1,)
     codes: np.ndarray  # uint16 (n_tokens,)
-    residuals: np.ndarray  # uint8 (n_tokens, dim·nbits/8)
+    residuals: np.ndarray  # uint8 (n_tokens, the codebook's residual bytes per token)
     generation: int
     version: int  # the index's change counter, read before the rows
     missing: int
@@ -59,20 +62,32 @@ class CompressedRepository:
 
     async def get_codebook(self, index_id: int) -> StoredCodebook | None:
         row = await self._db.fetchone(
-            "SELECT i.dim, b.generation, b.nbits, b.trained_tokens, b.centroids, b.cutoffs, b.weights "
+            "SELECT i.dim, b.generation, b.scheme, b.nbits, b.residual_bytes, b.trained_tokens, b.centroids, "
+            "b.cutoffs, b.weights, b.rotation "
             "FROM codebooks b JOIN indexes i ON i.id = b.index_id WHERE b.index_id = ?",
             (index_id,),
         )
         if row is None:
             return None
         dim, levels = int(row["dim"]), 1 << int(row["nbits"])
+        codewords: np.ndarray | None = None
+        rotation: np.ndarray | None = None
+        if row["scheme"] == "pq":
+            cutoffs = weights = np.zeros((dim, 0), dtype=np.float32)
+            codewords = _floats(row["weights"], (int(row["residual_bytes"]), 256, -1))
+            rotation = _floats(row["rotation"], (dim, dim))
+        else:
+            cutoffs, weights = _floats(row["cutoffs"], (dim, levels - 1)), _floats(row["weights"], (dim, levels))
         return StoredCodebook(
             generation=int(row["generation"]),
             nbits=int(row["nbits"]),
             trained_tokens=int(row["trained_tokens"]),
-            centroids=np.frombuffer(row["centroids"], _F32).reshape(-1, dim).astype(np.float32),
-            cutoffs=np.frombuffer(row["cutoffs"], _F32).reshape(dim, levels - 1).astype(np.float32),
-            weights=np.frombuffer(row["weights"], _F32).reshape(dim, levels).astype(np.float32),
+            centroids=_floats(row["centroids"], (-1, dim)),
+            cutoffs=cutoffs,
+            weights=weights,
+            scheme=str(row["scheme"]),
+            codewords=codewords,
+            rotation=rotation,
         )
 
     async def save_codebook(
@@ -84,17 +99,24 @@ class CompressedRepository:
         centroids: np.ndarray,
         cutoffs: np.ndarray,
         weights: np.ndarray,
+        codewords: np.ndarray | None = None,
+        rotation: np.ndarray | None = None,
     ) -> int:
         """Replace the index's codebook (its compressed rows become stale and are dropped); returns the new
-        generation."""
-        blobs = [np.ascontiguousarray(a, dtype=_F32).tobytes() for a in (centroids, cutoffs, weights)]
+        generation. With `codewords` (and `rotation`) it is a "pq" codebook: a byte per codeword group."""
+        if codewords is None:
+            scheme, width, weights_blob = "scalar", centroids.shape[1] * nbits // 8, _blob(weights)
+        else:
+            scheme, width, weights_blob = "pq", len(codewords), _blob(codewords)
         async with self._db.transaction() as tx:
             row = await tx.fetchone("SELECT generation FROM codebooks WHERE index_id = ?", (index_id,))
             generation = 1 if row is None else int(row[0]) + 1
             await tx.execute(
-                "INSERT OR REPLACE INTO codebooks (index_id, generation, nbits, trained_tokens, centroids, cutoffs, "
-                "weights, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'))",
-                (index_id, generation, nbits, trained_tokens, *blobs),
+                "INSERT OR REPLACE INTO codebooks (index_id, generation, scheme, nbits, residual_bytes, "
+                "trained_tokens, centroids, cutoffs, weights, rotation, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'))",
+                (index_id, generation, scheme, nbits, width, trained_tokens, _blob(centroids), _blob(cutoffs),
+                 weights_blob, None if rotation is None else _blob(rotation)),
             )
             await tx.execute(
                 "DELETE FROM compressed_embeddings WHERE chunk_id IN "
@@ -169,9 +191,7 @@ class CompressedRepository:
         """Compressed rows of the visible chunks, or None when the index has no codebook yet."""
         version_row = await self._db.fetchone("SELECT version FROM indexes WHERE id = ?", (index_id,))
         book = await self._db.fetchone(
-            "SELECT b.generation, b.nbits, i.dim FROM codebooks b JOIN indexes i ON i.id = b.index_id "
-            "WHERE b.index_id = ?",
-            (index_id,),
+            "SELECT generation, residual_bytes FROM codebooks WHERE index_id = ?", (index_id,)
         )
         if version_row is None or book is None:
             return None
@@ -187,8 +207,16 @@ class CompressedRepository:
             """,
             (generation, index_id, doc_id, doc_id),
         )
-        width = int(book["dim"]) * int(book["nbits"]) // 8
+        width = int(book["residual_bytes"])
         return await asyncio.to_thread(_assemble, rows, width, generation, int(version_row[0]))
+
+
+def _floats(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(blob, _F32).reshape(shape).astype(np.float32)
+
+
+def _blob(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=_F32).tobytes()
 
 
 def _assemble(rows: Sequence[sqlite3.Row], width: int, generation: int, version: int) -> CompressedMatrix:

@@ -182,7 +182,41 @@ V4_COMPRESSED_EMBEDDINGS: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1_INITIAL, V2_FEEDBACK_HEARTBEAT, V3_JOB_LEASE, V4_COMPRESSED_EMBEDDINGS)
+# --- 5: a second residual scheme, product quantization in a rotated basis (rag_engine/retrieval/residual.py) ----------
+# codebooks is rebuilt (SQLite cannot change a CHECK): `scheme` says how residual bytes decode, `residual_bytes` how
+# many each token has, `rotation` the basis of a "pq" codebook. Existing codebooks are "scalar" and keep working; search
+# retrains an index on its next use when its scheme is not the configured one (its float16 rows are the source).
+V5_RESIDUAL_SCHEMES: tuple[str, ...] = (
+    """
+    CREATE TABLE codebooks_v5 (
+        index_id        INTEGER PRIMARY KEY REFERENCES indexes(id) ON DELETE CASCADE,
+        generation      INTEGER NOT NULL,
+        scheme          TEXT NOT NULL,
+        nbits           INTEGER NOT NULL,       -- scalar: bits per dimension; pq: 8 (a byte per group)
+        residual_bytes  INTEGER NOT NULL CHECK (residual_bytes > 0),  -- packed residual bytes per token
+        trained_tokens  INTEGER NOT NULL,
+        centroids       BLOB NOT NULL,          -- float32 (K, dim), little-endian, in the basis x @ rotation
+        cutoffs         BLOB NOT NULL,          -- scalar: float32 (dim, 2^nbits - 1); pq: empty
+        weights         BLOB NOT NULL,          -- scalar: float32 (dim, 2^nbits); pq: codewords (groups, 256, width)
+        rotation        BLOB,                   -- pq: float32 (dim, dim); scalar: NULL (the identity)
+        created_at      TEXT NOT NULL,
+        CHECK ((scheme = 'scalar' AND nbits IN (1, 2, 4)) OR (scheme = 'pq' AND nbits = 8 AND rotation IS NOT NULL))
+    )
+    """,
+    """
+    INSERT INTO codebooks_v5 (index_id, generation, scheme, nbits, residual_bytes, trained_tokens, centroids, cutoffs,
+                              weights, rotation, created_at)
+    SELECT b.index_id, b.generation, 'scalar', b.nbits, i.dim * b.nbits / 8, b.trained_tokens, b.centroids, b.cutoffs,
+           b.weights, NULL, b.created_at
+    FROM codebooks b JOIN indexes i ON i.id = b.index_id
+    """,
+    "DROP TABLE codebooks",
+    "ALTER TABLE codebooks_v5 RENAME TO codebooks",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    V1_INITIAL, V2_FEEDBACK_HEARTBEAT, V3_JOB_LEASE, V4_COMPRESSED_EMBEDDINGS, V5_RESIDUAL_SCHEMES
+)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

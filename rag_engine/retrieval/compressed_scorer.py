@@ -1,7 +1,9 @@
 """The scorer behind search: a compressed, pruned index once an index is big enough, exact float16 MaxSim below that.
 
 An index is compressed on first use (and new papers' chunks at the next search after they arrive), from the float16
-rows, with progress in the log; centroids are retrained when the index has grown `RETRAIN_GROWTH` times since. Another
+rows, with progress in the log; centroids are retrained when the index has grown `RETRAIN_GROWTH` times since, and
+when the stored codebook is of another scheme than the scorer's (so indexes compressed with 2-bit "scalar" residuals
+move to "pq" at their next search). Another
 process replacing the codebook meanwhile is detected by its generation, and the work is redone against the new one.
 torch is imported only when an index is actually scored (commands that search nothing stay light).
 """
@@ -35,7 +37,8 @@ DEFAULT_CACHE_BYTES = 1 << 30
 
 
 class CompressedScorer(Scorer):
-    """ColBERTv2-style residual compression with PLAID-style candidate pruning, on the CPU or a GPU."""
+    """ColBERTv2-style residual compression with PLAID-style candidate pruning, on the CPU or a GPU. `scheme`: "pq"
+    (40 bytes per token at 128 dims) or "scalar" with `nbits` per dimension (see residual.py)."""
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class CompressedScorer(Scorer):
         *,
         cache: VectorCache | None = None,
         device: str = "auto",
+        scheme: str = residual.PQ,
         nbits: int = 2,
         min_tokens: int = MIN_TOKENS,
         nprobe: int | None = None,
@@ -52,7 +56,8 @@ class CompressedScorer(Scorer):
         self._cache = cache if cache is not None else VectorCache(DEFAULT_CACHE_BYTES)
         self._fallback = BruteForceScorer(db, cache=self._cache)
         self._device = device
-        self._nbits = nbits
+        self._scheme = scheme
+        self._nbits = 8 if scheme == residual.PQ else nbits
         self._min_tokens = min_tokens
         self._pruning = {k: v for k, v in (("nprobe", nprobe), ("ndocs", ndocs)) if v is not None}
         self._books: dict[tuple[int, int], residual.Codebook] = {}
@@ -104,12 +109,17 @@ class CompressedScorer(Scorer):
         if stats.tokens < self._min_tokens:
             return None
         stored = await self._db.get_codebook(index.id)
-        if stored is None or stored.nbits != self._nbits or stats.tokens > RETRAIN_GROWTH * stored.trained_tokens:
+        if (
+            stored is None
+            or (stored.scheme, stored.nbits) != (self._scheme, self._nbits)
+            or stats.tokens > RETRAIN_GROWTH * stored.trained_tokens
+        ):
             generation, book = await self._train(index, stats.tokens, stats.chunks)
         else:
             generation = stored.generation
             book = self._books.get((index.id, generation)) or residual.Codebook(
-                centroids=stored.centroids, cutoffs=stored.cutoffs, weights=stored.weights, nbits=stored.nbits
+                centroids=stored.centroids, cutoffs=stored.cutoffs, weights=stored.weights, nbits=stored.nbits,
+                codewords=stored.codewords, rotation=stored.rotation,
             )
         self._books = {key: b for key, b in self._books.items() if key[0] != index.id}
         self._books[(index.id, generation)] = book
@@ -134,10 +144,12 @@ class CompressedScorer(Scorer):
         sample = await self._db.sample_embeddings(index.id, int(k * residual.SAMPLE_PER_CENTROID / per_chunk) + 1)
         log.info("index %s: training %d centroids on %d of its %d token vectors", index.name, k,
                  len(sample.vectors), tokens)
-        book = await asyncio.to_thread(residual.train, sample.vectors, nbits=self._nbits, n_centroids=k)
+        book = await asyncio.to_thread(
+            residual.train, sample.vectors, scheme=self._scheme, nbits=self._nbits, n_centroids=k
+        )
         generation = await self._db.save_codebook(
             index.id, nbits=book.nbits, trained_tokens=tokens, centroids=book.centroids, cutoffs=book.cutoffs,
-            weights=book.weights,
+            weights=book.weights, codewords=book.codewords, rotation=book.rotation,
         )
         return generation, book
 
