@@ -83,7 +83,7 @@ class EngineSettings(BaseSettings):
     speculative: bool = Field(
         False, description="Prompt-lookup speculative decoding in the batched backend: same replies, fewer steps."
     )
-    draft_tokens: int = Field(4, ge=1, le=16, description="Most draft tokens a reply decodes in one step (speculative).")
+    draft_tokens: int = Field(3, ge=1, le=16, description="Most draft tokens a reply decodes in one step (speculative).")
     max_new_tokens: int = Field(512, ge=16, description="Longest reply (reasoning and answer), in tokens.")
     llm_grammar: Literal["on", "off"] = Field(
         "on", description="on: every reply is reasoning, a ##### line, then an answer (a llama.cpp grammar); off: free."

@@ -44,9 +44,11 @@ class CheckedBackend(BatchedLlamaBackend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.emitted: dict[int, list[int]] = {}  # id(request) → tokens handed to _on_token, ends included
+        self.emitted_at: dict[int, list[int]] = {}  # id(request) → the step of each of those tokens
 
     def _on_token(self, seq, token) -> None:
         self.emitted.setdefault(id(seq.request), []).append(token)
+        self.emitted_at.setdefault(id(seq.request), []).append(self.timings.steps)
         super()._on_token(seq, token)
 
     def _step(self) -> None:
@@ -149,6 +151,7 @@ def full_drafts(backend: BatchedLlamaBackend):
 async def test_max_tokens_holds_when_a_step_accepts_several_tokens(on, off, monkeypatch):
     monkeypatch.setattr(on, "_draft", full_drafts(on))
     on.emitted.clear()  # keyed by id(): entries of requests gone may share it
+    on.emitted_at.clear()
     question = JOBS[0][0]  # its tiny-model reply repeats one word: long accepted drafts
     before = on.timings.accepted
     for max_tokens in (1, 2, 3, 5, 9, 17):
@@ -163,17 +166,27 @@ async def test_max_tokens_holds_when_a_step_accepts_several_tokens(on, off, monk
 async def test_an_end_token_inside_an_accepted_draft_ends_the_reply(on, off, monkeypatch):
     monkeypatch.setattr(on, "_draft", full_drafts(on))
     on.emitted.clear()  # keyed by id(): entries of requests gone may share it
+    on.emitted_at.clear()
     request = ask(JOBS[0][0], max_tokens=40)
     await on.generate(request)
     tokens = on.emitted.pop(id(request))
-    # the 8th token as an end-of-generation token (it comes from an accepted draft: the reply repeats itself)
-    end = tokens[7]
-    cut = tokens.index(end)
+    steps = on.emitted_at.pop(id(request))
+    # a token accepted from a draft with more accepted after it in the same step: it is made the end
+
+    end = next(i for i in range(1, len(steps) - 1) if steps[i - 1] == steps[i] == steps[i + 1])
+
+    def nth_is_the_end(counts: dict[int, int]):
+        def is_eog(token: int) -> bool:  # called once per token handed on, one request at a time
+            counts[0] = counts.get(0, 0) + 1
+            return counts[0] == end + 1
+
+        return is_eog
+
     for backend in (on, off):
-        monkeypatch.setattr(backend.vocab, "is_eog", lambda token, end=end: token == end)
+        monkeypatch.setattr(backend.vocab, "is_eog", nth_is_the_end({}))
     reply = await on.generate(request)
     assert reply == await off.generate(request)
-    assert on.emitted.pop(id(request)) == tokens[: cut + 1]  # nothing after the end was handed on
+    assert on.emitted.pop(id(request)) == tokens[: end + 1]  # nothing after the end was handed on
     await wait_idle(on)
 
 

@@ -57,9 +57,11 @@ class PromptLookup:
         >>> lookup.draft(2)         # 1 2 3 occurred before 10 (2 3 alone occurred later, before 20)
         [10, 11]
         >>> lookup.extend([99, 2, 3])
-        >>> lookup.draft(5)         # now only 2 3 matches; its latest earlier occurrence is before 99
+        >>> lookup.draft(3)         # now only 2 3 matches; its latest earlier occurrence is before 99
         [99, 2, 3]
-        >>> lookup.extend([7, 7]), lookup.draft(4)  # a lone repeated token is no match (n_min 2)
+        >>> lookup.draft(5)         # that is a loop: it goes round again
+        [99, 2, 3, 99, 2]
+        >>> lookup.extend([7]), lookup.draft(4)  # 3 7 occurs nowhere earlier, and single tokens are no match
         (None, [])
         """
         own = self.tokens
@@ -70,5 +72,7 @@ class PromptLookup:
                 continue
             start = follow.get(tuple(own[-n:]))
             if start is not None:
-                return own[start : start + k]
+                # an occurrence close to the end is a loop (a repeated word, a list's pattern): it goes round again
+                period = len(own) - start
+                return [own[start + i % period] for i in range(k)]
         return []
