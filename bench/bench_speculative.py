@@ -7,8 +7,8 @@ answer pages of the shared real papers (~130 words each, as retrieval would retu
 through them in turn (question 1 on every setting, then question 2, ...), so a load change on a shared machine
 touches all settings alike.
 
-    python bench/bench_speculative.py --model ~/.cache/paperbot-tests/real-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf \\
-        --papers ../shared/data/pdfs/real --drafts 0,4,8 --questions 6 --max-tokens 128
+    python bench/bench_speculative.py --papers ../shared/data/pdfs/real --drafts 0,3,6 --questions 10 \\
+        --max-tokens 160 --grammar --threads 1     # --model: Qwen2.5-Coder-0.5B Q4_K_M from the test cache
 
 Decode tok/s counts only the time after each reply's first token (reading the prompt costs the same either way);
 "same" counts the replies identical to the first setting's (with `--drafts 0,…`, the replies without drafts).
@@ -117,7 +117,8 @@ async def run(args: argparse.Namespace) -> None:
                     result.replies.append(reply)
                     result.tokens += count(reply)
                     result.decode_s += total - first
-                print(f"  job {i + 1}-{i + len(group)} draft {result.draft}: {time.perf_counter() - t0:.1f}s", flush=True)
+                seconds = time.perf_counter() - t0
+                print(f"  job {i + 1}-{i + len(group)} draft {result.draft}: {seconds:.1f}s", flush=True)
         for backend, result in zip(backends, results):
             t = backend.timings
             result.steps, result.drafted, result.accepted = t.steps, t.drafted, t.accepted

@@ -128,7 +128,8 @@ async def test_greedy_is_the_same_when_the_graph_samples(gguf, off, sampling):
 async def test_grammar_replies_are_the_same_and_still_parse(on, off):
     before = on.timings.accepted
     for temperature, seed in ((0.0, None), (0.8, 3)):
-        requests = [ask(q, max_tokens=48, temperature=temperature, seed=seed, grammar=reply_grammar(48)) for q, _ in JOBS]
+        grammar = reply_grammar(48)
+        requests = [ask(q, max_tokens=48, temperature=temperature, seed=seed, grammar=grammar) for q, _ in JOBS]
         replies = await together(on, requests)
         assert replies == await together(off, requests)
         for reply in replies:
@@ -213,16 +214,16 @@ async def test_a_real_model_quoting_its_prompt_accepts_most_drafts():
     model = _real_models_cache() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     if not model.exists():
         pytest.skip(f"{model} is not in the test cache (python -m training.real_models --qwen)")
-    requests = [ask(q, max_tokens=48) for q, _ in JOBS[:2]]
+    request = ask(JOBS[0][0], max_tokens=32)
     replies = {}
-    for draft_tokens in (0, 4):
+    for draft_tokens in (0, 3):
         backend = make(model, draft_tokens=draft_tokens, prefill_chunk=512)
         await backend.start()
         try:
-            replies[draft_tokens] = [await backend.generate(r) for r in requests]  # one at a time: same batch shapes
+            replies[draft_tokens] = await backend.generate(request)
         finally:
             await backend.close()
-    assert replies[4] == replies[0]
-    assert "self-attention" in replies[0][0]  # it did quote the passage
+    assert replies[3] == replies[0]
+    assert "self-attention" in replies[0]  # it did quote the passage
     timings = backend.timings
     assert timings.drafted >= 10 and timings.acceptance is not None and timings.acceptance >= 0.5

@@ -391,7 +391,10 @@ class BatchedLlamaBackend(LLMBackend):
         Row j of a draft was decoded after the draft's first j tokens; while those equal the tokens sampled, row j
         is exactly what a step of its own would have sampled from (same tokens before it, same chain, the same
         forced closing token), and the chain and grammar see each kept token once, in order. So any chain, greedy or
-        seeded, gives the reply it gives without drafts. The first token that differs from the draft is kept too
+        seeded, gives the reply it gives without drafts (up to the float rounding that a batch's shape already
+        moves: a near-tie can flip, as with a different set of concurrent requests). Sampled chains need no
+        rejection sampling for that: a draft only chooses which rows are computed, never which token is kept.
+        The first token that differs from the draft is kept too
         (every step gives at least one token); the draft's cells after it leave the KV cache. Stop conditions are
         checked token by token (`_on_token`): nothing is handed on past an end.
         """
