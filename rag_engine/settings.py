@@ -81,7 +81,7 @@ class EngineSettings(BaseSettings):
     parallel: int = Field(8, ge=1, le=64, description="Questions decoded together in one batch.")
     batched: bool = Field(True, description="Decode concurrent questions in one batch (False: one at a time).")
     speculative: bool = Field(
-        False, description="Prompt-lookup speculative decoding in the batched backend: same replies, fewer steps."
+        True, description="Prompt-lookup speculative decoding in the batched backend: same replies, fewer steps."
     )
     draft_tokens: int = Field(3, ge=1, le=16, description="Most draft tokens a reply decodes in one step (speculative).")
     max_new_tokens: int = Field(512, ge=16, description="Longest reply (reasoning and answer), in tokens.")

@@ -203,8 +203,10 @@ async def test_a_stop_string_inside_an_accepted_draft_ends_the_reply(on, off):
 
 # --- settings ---------------------------------------------------------------------------------------------------------
 async def test_the_settings_turn_drafts_on_and_size_them(settings, gguf):
-    assert create_backend(settings, model_path=gguf).draft_tokens == 0  # off by default
-    on = create_backend(settings.model_copy(update={"speculative": True, "draft_tokens": 6}), model_path=gguf)
+    assert create_backend(settings, model_path=gguf).draft_tokens == 3  # on by default
+    off = create_backend(settings.model_copy(update={"speculative": False}), model_path=gguf)
+    assert off.draft_tokens == 0
+    on = create_backend(settings.model_copy(update={"draft_tokens": 6}), model_path=gguf)
     assert on.draft_tokens == 6
 
 
