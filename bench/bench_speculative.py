@@ -29,11 +29,11 @@ import llama_cpp  # noqa: F401  # llama.cpp's libraries before numpy's (see benc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.machine import describe  # noqa: E402
-from rag_engine.llm.base import ChatMessage, GenerationRequest  # noqa: E402
-from rag_engine.llm.batched import BatchedLlamaBackend  # noqa: E402
-from rag_engine.prompting import Passage, PromptBudget, build_prompt, reply_grammar  # noqa: E402
-from tests.test_retrieval_quality import QUESTIONS  # noqa: E402
+from bench.machine import describe
+from rag_engine.llm.base import ChatMessage, GenerationRequest
+from rag_engine.llm.batched import BatchedLlamaBackend
+from rag_engine.prompting import Passage, PromptBudget, build_prompt, reply_grammar
+from tests.test_retrieval_quality import QUESTIONS
 
 DEFAULT_MODEL = Path.home() / ".cache/paperbot-tests/real-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 

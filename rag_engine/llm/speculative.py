@@ -30,7 +30,7 @@ class PromptLookup:
     draft is one dict read per n-gram size, whatever the prompt's length.
     """
 
-    __slots__ = ("n_max", "n_min", "tokens", "_follow")
+    __slots__ = ("_follow", "n_max", "n_min", "tokens")
 
     def __init__(self, *, n_max: int = 3, n_min: int = 2) -> None:
         # n_min 2: a single token ("the", ",") is followed by something else too often for its drafts to pay
