@@ -43,13 +43,7 @@ from rag_engine.llm.base import BackendInfo, ChatMessage, GenerationRequest, LLM
 from rag_engine.llm.batch_sequence import BatchSequence
 from rag_engine.llm.chat_template import ChatTemplate
 from rag_engine.llm.grammar import Closer
-from rag_engine.llm.llama_common import (
-    LoopBridge,
-    gpu_layers,
-    load_model,
-    new_context,
-    runs_on,
-)
+from rag_engine.llm.llama_common import LoopBridge, gpu_layers, load_model, new_context, runs_on
 from rag_engine.llm.llama_log import route_llama_logs
 from rag_engine.llm.sampling import BatchSampler, Sampling
 from rag_engine.llm.scheduling import PromptsFirst, StepTimings, fill_batch
