@@ -166,6 +166,8 @@ BATCHED_OPTIONS: dict[str, dict[str, Any]] = {
     "chunk512": {"prefill_chunk": 512},  # prompt tokens per step (default on a GPU: 2048)
     "chunk2048": {"prefill_chunk": 2048},
     "no-hold": {"max_decode_stall_s": 0.0},  # mix prompt chunks and decoding in every step (no prompts-first)
+    # prompt-lookup speculative decoding (random passages hardly ever get quoted: bench_speculative.py measures it)
+    "draft3": {"draft_tokens": 3},
     # the loop's floor: no sampling at all (a fixed token every step), as llama-batched-bench does
     "no-sampling": {"sampling": "cpu"},
 }
@@ -342,6 +344,8 @@ async def bench_backend(
                                     direct_per_token and not via_worker)
                     if timings is not None:
                         row.step_ms = {"steps": backend.timings.steps, **backend.timings.per_step_ms()}
+                        if backend.timings.drafted:  # speculative decoding: drafted and accepted tokens
+                            row.step_ms |= {"drafted": backend.timings.drafted, "accepted": backend.timings.accepted}
                     runs.append(row)
                 runs.sort(key=lambda r: r.wall_s)
                 best = runs[0] if n == 1 else runs[len(runs) // 2]  # N>1: the median run
@@ -351,7 +355,8 @@ async def bench_backend(
                 steps = ""
                 if best.step_ms:
                     steps = " | per step ms: " + ", ".join(
-                        f"{k} {v:.3f}" if k != "steps" else f"{v} steps" for k, v in best.step_ms.items())
+                        f"{k} {v:.3f}" if k not in ("steps", "drafted", "accepted") else f"{v} {k}"
+                        for k, v in best.step_ms.items())
                 print(f"  {best.name:48s} x{n}: wall {best.wall_s:.3f}s, {best.aggregate_tok_s:.0f} tok/s{steps}"
                       f"{' (' + best.note + ')' if best.note else ''}", flush=True)
     finally:
@@ -399,10 +404,14 @@ def print_table(report: Report, concurrency: list[int]) -> None:
               "sample | deliver text | between steps)")
         for row in profiled:
             ms = row.step_ms
-            total = sum(v for k, v in ms.items() if k != "steps")
+            total = sum(v for k, v in ms.items() if k not in ("steps", "drafted", "accepted"))
+            drafts = ""
+            if ms.get("drafted"):
+                rate = ms["accepted"] / ms["drafted"]
+                drafts = f"  drafted {int(ms['drafted'])}, accepted {int(ms['accepted'])} ({rate:.0%})"
             print(f"  {row.name:46s} x{row.concurrency}: {int(ms['steps']):4d} steps  " + "  ".join(
                 f"{ms[k]:6.3f}" for k in ("build", "decode", "wait", "sample", "deliver", "between"))
-                + f"  = {total:6.3f}")
+                + f"  = {total:6.3f}{drafts}")
     # the two targets. "Raw" single stream: llama.cpp itself (batched-bench B=1), and llama-cpp-python's Llama.
     raw = next((r for r in report.rows if r.name.startswith("llama-cpp-python")), None)
     native_1 = median_native(report, "llama-batched-bench", 1, unified=False)

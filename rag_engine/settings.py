@@ -83,6 +83,12 @@ class EngineSettings(BaseSettings):
     flash_attn: bool = Field(True, description="Flash attention in llama.cpp.")
     parallel: int = Field(8, ge=1, le=64, description="Questions decoded together in one batch.")
     batched: bool = Field(True, description="Decode concurrent questions in one batch (False: one at a time).")
+    speculative: bool = Field(
+        False,
+        description="Prompt-lookup speculative decoding in the batched backend: fewer decode steps; off by default "
+        "because a greedy reply can change where two tokens nearly tie (batched rows round differently).",
+    )
+    draft_tokens: int = Field(3, ge=1, le=16, description="Most draft tokens a reply decodes in one step (speculative).")
     max_new_tokens: int = Field(512, ge=16, description="Longest reply (reasoning and answer), in tokens.")
     llm_grammar: Literal["on", "off"] = Field(
         "on", description="on: every reply is reasoning, a ##### line, then an answer (a llama.cpp grammar); off: free."

@@ -12,6 +12,7 @@ from rag_engine.llm.grammar import Closer
 
 if TYPE_CHECKING:
     from rag_engine.llm.sampling import SequenceSampler
+    from rag_engine.llm.speculative import PromptLookup
 
 
 class BatchSequence:
@@ -22,10 +23,13 @@ class BatchSequence:
         "cancelled",
         "closer",
         "decoder",
+        "draft",
+        "finished",
         "first_token_at",
         "held",
         "i_batch",
         "last_token",
+        "lookup",
         "loop",
         "max_stop",
         "max_tokens",
@@ -63,6 +67,9 @@ class BatchSequence:
         self.submitted = time.perf_counter()
         self.first_token_at = 0.0
         self.closer: Closer | None = None  # writes a grammar's closing text when the budget runs out
+        self.lookup: PromptLookup | None = None  # prompt and reply so far, for drafts (speculative decoding on)
+        self.draft: list[int] = []  # tokens decoded after `last_token` in this step, not yet verified
+        self.finished = False  # its end is queued; the slot is released after the step's sampling
 
     @property
     def prefilling(self) -> bool:

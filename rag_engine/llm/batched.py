@@ -12,6 +12,10 @@ What llama.cpp's own server does with parallel slots, through llama-cpp-python's
   llama.cpp runs one micro-batch per run of consecutive sequence ids, so ids are kept contiguous: when a request
   ends, the highest active sequence moves into its id (`rag_engine.llm.slots`).
 - A finished or cancelled sequence leaves the KV cache with `llama_memory_seq_rm` and its id is reused.
+- Speculative decoding (`draft_tokens` > 0): a generating sequence whose last tokens also occur earlier in its prompt
+  or reply (answers quote their sources) decodes the tokens that followed them there as a draft, in the same step,
+  logits on for each (`rag_engine.llm.speculative`); its sampler then samples row after row while the draft holds,
+  so one step may give several tokens, each exactly the token a step of its own would have given (`_verify`).
 - New requests are admitted between steps. Text is decoded incrementally (a UTF-8 character split across tokens
   waits for its last byte). Deltas reach the event loop in one `call_soon_threadsafe` for all sequences, at most
   every `flush_interval_s` (30 ms; a first token or an end goes at once), never once per token.
@@ -44,6 +48,7 @@ from rag_engine.llm.llama_log import route_llama_logs
 from rag_engine.llm.sampling import BatchSampler, Sampling
 from rag_engine.llm.scheduling import PromptsFirst, StepTimings, fill_batch
 from rag_engine.llm.slots import Slots
+from rag_engine.llm.speculative import PromptLookup
 from rag_engine.llm.vocab import Vocab
 
 logger = logging.getLogger(__name__)
@@ -74,10 +79,13 @@ class BatchedLlamaBackend(LLMBackend):
         sampler_threads: int | None = None,
         max_decode_stall_s: float = 0.25,
         flush_interval_s: float = 0.03,
+        draft_tokens: int = 0,
         model_name: str | None = None,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
+        if draft_tokens < 0:
+            raise ValueError("draft_tokens must be 0 (no speculative decoding) or more")
         self.model_path = Path(model_path)
         self.model_name = model_name or self.model_path.name
         self.slots = parallel
@@ -96,12 +104,14 @@ class BatchedLlamaBackend(LLMBackend):
             raise ValueError("sampling is 'auto', 'cpu', 'backend' or 'split'")
         self._sampling: Sampling = sampling
         self._schedule = PromptsFirst(max_decode_stall_s)
+        self.draft_tokens = draft_tokens  # most prompt-lookup draft tokens a sequence decodes in one step; 0: off
         cores = os.cpu_count() or 1
         self.sampler_threads = sampler_threads if sampler_threads is not None else max(1, min(parallel, cores // 2))
         self._sampler: BatchSampler | None = None
         self.flush_interval_s = flush_interval_s
         self._last_flush = 0.0
         self._urgent = False  # a first token, an end or an error is waiting: send it after this step
+        self._ending: list[BatchSequence] = []  # finished in this step's sampling; released once it is done
         self._inbox: deque[BatchSequence] = deque()  # loop → model thread
         self._wake = threading.Event()
         self._stopping = False
@@ -135,7 +145,10 @@ class BatchedLlamaBackend(LLMBackend):
         t0 = time.perf_counter()
         route_llama_logs()
         model = load_model(str(self.model_path), self.n_gpu_layers)
-        self._n_batch = self.prefill_chunk + self.parallel
+        if self.draft_tokens and (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)):
+            logger.warning("%s keeps a recurrent state: no speculative decoding", self.model_name)
+            self.draft_tokens = 0  # a rejected draft could not be taken back out of its state
+        self._n_batch = self.prefill_chunk + self.parallel * (1 + self.draft_tokens)
         ctx = new_context(
             model,
             n_ctx=self.n_ctx * self.parallel,
@@ -144,6 +157,7 @@ class BatchedLlamaBackend(LLMBackend):
             n_threads=self.n_threads,
             flash_attn=self.flash_attn,
             kv_unified=self.kv_unified,
+            outputs_per_seq=1 + self.draft_tokens,
         )
         self._model, self._ctx = model, ctx
         self.vocab = vocab = Vocab.of_model(model)
@@ -309,6 +323,13 @@ class BatchedLlamaBackend(LLMBackend):
             seq = self._inbox.popleft()
             if not seq.cancelled:
                 slots.admit(seq)
+                if self.draft_tokens and self._may_draft(seq):
+                    seq.lookup = PromptLookup()
+
+    def _may_draft(self, seq: BatchSequence) -> bool:
+        """A chain that samples in the graph must have no state (no random stream) to sample a draft's rows: the
+        graph samples every row, also those after a rejection."""
+        return seq.backend_sampler is None or self.sampling != "backend" or seq.request.temperature <= 0
 
     def _reap(self) -> None:
         for seq in [s for s in self._slots.active if s.cancelled]:
@@ -321,7 +342,11 @@ class BatchedLlamaBackend(LLMBackend):
         timings = self.timings
         t_start = time.perf_counter()
         decoding = self._schedule.decoding(self._slots.active, t_start)
-        budget = min(self.prefill_chunk, self._n_batch - len(decoding))
+        for seq in decoding:
+            seq.draft = self._draft(seq)
+            timings.drafted += len(seq.draft)
+        rows = len(decoding) + sum(len(seq.draft) for seq in decoding)
+        budget = min(self.prefill_chunk, self._n_batch - rows)
         reading = fill_batch(self._batch, decoding, self._slots.active, budget)
 
         t_built = time.perf_counter()
@@ -336,20 +361,70 @@ class BatchedLlamaBackend(LLMBackend):
         for seq in decoding:
             seq.n_past += 1
         for seq, take in reading:
+            if seq.lookup is not None:
+                seq.lookup.extend(seq.prompt[seq.n_read : seq.n_read + take])
             seq.n_read += take
             seq.n_past += take
         outputs = [s for s in [*decoding, *(s for s, _ in reading)] if s.i_batch >= 0]
-        tokens = self._sample(outputs)
-        t_sampled = time.perf_counter()
-        for seq, token in zip(outputs, tokens):
-            seq.i_batch = -1
-            self._on_token(seq, token)
+        self._verify(outputs)
+        t_released = time.perf_counter()
+        for seq in self._ending:
+            self._slots.release(seq)
+        self._ending.clear()
         timings.steps += 1
         timings.build += t_built - t_start
         timings.decode += t_decoded - t_built
         timings.wait += t_synced - t_decoded
-        timings.sample += t_sampled - t_synced
-        timings.deliver += time.perf_counter() - t_sampled
+        timings.deliver += time.perf_counter() - t_released
+
+    def _draft(self, seq: BatchSequence) -> list[int]:
+        """The sequence's draft for this step: no more tokens than its reply and its context can still take."""
+        if seq.lookup is None:
+            return []
+        room = min(self.draft_tokens, seq.max_tokens - seq.n_generated - 1, self.n_ctx - 2 - seq.n_past)
+        return seq.lookup.draft(room)
+
+    def _verify(self, outputs: list[BatchSequence]) -> None:
+        """Sample each output and hand its token on; a sequence with a draft goes on to its next row while the draft
+        holds.
+
+        Row j of a draft was decoded after the draft's first j tokens; while those equal the tokens sampled, row j
+        is exactly what a step of its own would have sampled from (same tokens before it, same chain, the same
+        forced closing token), and the chain and grammar see each kept token once, in order. So any chain, greedy or
+        seeded, gives the reply it gives without drafts (up to the float rounding that a batch's shape already
+        moves: a near-tie can flip, as with a different set of concurrent requests). Sampled chains need no
+        rejection sampling for that: a draft only chooses which rows are computed, never which token is kept.
+        The first token that differs from the draft is kept too
+        (every step gives at least one token); the draft's cells after it leave the KV cache. Stop conditions are
+        checked token by token (`_on_token`): nothing is handed on past an end.
+        """
+        import llama_cpp
+
+        timings = self.timings
+        pending = outputs
+        while pending:
+            t0 = time.perf_counter()
+            tokens = self._sample(pending)
+            t_sampled = time.perf_counter()
+            going: list[BatchSequence] = []
+            for seq, token in zip(pending, tokens):
+                draft = seq.draft
+                self._on_token(seq, token)
+                if seq.finished:  # its cells all go when the slot is released, after this step
+                    seq.draft, seq.i_batch = [], -1
+                elif draft and token == draft[0]:
+                    del draft[0]  # already decoded, with its logits one row on
+                    timings.accepted += 1
+                    seq.n_past += 1
+                    seq.i_batch += 1
+                    going.append(seq)
+                else:
+                    if draft and not llama_cpp.llama_memory_seq_rm(self._slots.mem, seq.seq_id, seq.n_past, -1):
+                        raise RuntimeError("llama.cpp could not drop a rejected draft from the KV cache")
+                    seq.draft, seq.i_batch = [], -1
+            timings.sample += t_sampled - t0
+            timings.deliver += time.perf_counter() - t_sampled
+            pending = going
 
     def _sample(self, outputs: list[BatchSequence]) -> list[int]:
         """Each output's next token: the token its grammar's closing text needs now (its chain still accepts it, so
@@ -389,6 +464,8 @@ class BatchedLlamaBackend(LLMBackend):
             return
         seq.n_generated += 1
         seq.last_token = token
+        if seq.lookup is not None:
+            seq.lookup.extend((token,))
         text = seq.decoder.decode(self.vocab.token_bytes(token))
         if text and seq.closer is not None:
             seq.closer.saw(text)
@@ -403,9 +480,12 @@ class BatchedLlamaBackend(LLMBackend):
             self._finish(seq)
 
     def _finish(self, seq: BatchSequence, *, flush_decoder: bool = True) -> None:
+        """Send the end now; the slot goes after the step's sampling (a release may move another sequence's id and
+        graph-side chain while its draft rows are still being sampled)."""
         self._urgent = True
+        seq.finished = True
         tail = seq.tail(flush_decoder=flush_decoder)
         if tail:
             self._bridge.put(seq.loop, seq.queue, tail)
         self._bridge.put(seq.loop, seq.queue, _END)
-        self._slots.release(seq)
+        self._ending.append(seq)

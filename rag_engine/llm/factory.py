@@ -59,7 +59,10 @@ def create_backend(settings: EngineSettings, *, model_path: Path | str | None = 
     if settings.batched:
         from rag_engine.llm.batched import BatchedLlamaBackend
 
-        return BatchedLlamaBackend(model_path, parallel=settings.parallel, **common)  # type: ignore[arg-type]
+        draft_tokens = settings.draft_tokens if settings.speculative else 0
+        return BatchedLlamaBackend(
+            model_path, parallel=settings.parallel, draft_tokens=draft_tokens, **common  # type: ignore[arg-type]
+        )
     from rag_engine.llm.llama_cpp_backend import LlamaCppBackend
 
     return LlamaCppBackend(model_path, **common)  # type: ignore[arg-type]

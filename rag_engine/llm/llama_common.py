@@ -94,9 +94,21 @@ def load_model(path: str, n_gpu_layers: int) -> Any:
 
 
 def new_context(
-    model: Any, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int | None, flash_attn: bool, kv_unified: bool
+    model: Any,
+    *,
+    n_ctx: int,
+    n_batch: int,
+    n_seq_max: int,
+    n_threads: int | None,
+    flash_attn: bool,
+    kv_unified: bool,
+    outputs_per_seq: int = 1,
 ) -> Any:
-    """A `llama_context *` whose every step is one micro-batch (`n_ubatch = n_batch`); frees `model` on failure."""
+    """A `llama_context *` whose every step is one micro-batch (`n_ubatch = n_batch`); frees `model` on failure.
+
+    `outputs_per_seq`: logit rows one sequence may ask for in a step (its last token and its draft); llama.cpp's
+    graph-side samplers refuse more than this.
+    """
     import llama_cpp
 
     threads, batch_threads = default_threads(n_threads)
@@ -105,6 +117,7 @@ def new_context(
     params.n_batch = n_batch
     params.n_ubatch = n_batch
     params.n_seq_max = n_seq_max
+    params.n_outputs_max_per_seq = outputs_per_seq
     params.n_threads = threads
     params.n_threads_batch = batch_threads
     params.flash_attn_type = (

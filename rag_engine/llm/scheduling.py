@@ -2,8 +2,8 @@
 
 Prompts go first: while one is being read, generating sequences sit out for at most `max_decode_stall_s`, so
 questions that arrive together decode together, in full batches, to the end. Decoding sequences come first in a
-batch, in seq-id order, then prompt chunks, oldest request first, up to `prefill_chunk` tokens (logits only on a
-prompt's last token).
+batch, in seq-id order, each its last token then its draft if it has one (speculative decoding; logits on all of
+them), then prompt chunks, oldest request first, up to `prefill_chunk` tokens (logits only on a prompt's last token).
 """
 
 from __future__ import annotations
@@ -26,11 +26,18 @@ class StepTimings:
     sample: float = 0.0  # all sequences' sampler chains
     deliver: float = 0.0  # detokenizing, stop strings, queueing deltas
     between: float = 0.0  # admitting, reaping, handing deltas to the event loop
+    drafted: int = 0  # prompt-lookup draft tokens decoded (speculative decoding)
+    accepted: int = 0  # of those, the ones the sampler agreed with: tokens gained without a step of their own
 
     def per_step_ms(self) -> dict[str, float]:
         n = max(1, self.steps)
         phases = ("build", "decode", "wait", "sample", "deliver", "between")
         return {name: 1e3 * getattr(self, name) / n for name in phases}
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted / drafted tokens, None before any draft."""
+        return self.accepted / self.drafted if self.drafted else None
 
 
 class PromptsFirst:
@@ -64,17 +71,19 @@ def fill_batch(
     """Write this step's tokens into `batch` (prompt tokens up to `budget`); returns the prompts read in it with
     the tokens each takes.
 
-    Sets each sequence's `i_batch` to its output row (-1 when the step gives it none).
+    Sets each sequence's `i_batch` to its (first) output row (-1 when the step gives it none); a decoding
+    sequence's draft follows its last token, one output row each.
     """
     n = 0
     for seq in decoding:
-        batch.token[n] = seq.last_token
-        batch.pos[n] = seq.n_past
-        batch.n_seq_id[n] = 1
-        batch.seq_id[n][0] = seq.seq_id
-        batch.logits[n] = 1
         seq.i_batch = n
-        n += 1
+        for j, token in enumerate((seq.last_token, *seq.draft)):
+            batch.token[n] = token
+            batch.pos[n] = seq.n_past + j
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.seq_id
+            batch.logits[n] = 1
+            n += 1
     reading: list[tuple[BatchSequence, int]] = []
     for seq in active:
         if budget <= 0:
