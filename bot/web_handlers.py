@@ -158,7 +158,9 @@ class Handlers:
         yield {page.upload: None}
 
     async def on_clear(self, index_name: str, really: bool) -> tuple[str, list[PaperInfo], str]:
-        line = ""
+        # A cancelled clear still answers, so the page (and a second click, which Gradio ignores while this
+        # event is pending) knows it is done.
+        line = "**Nothing cleared:** you cancelled."
         if really:
             count, error = await _guarded(self.core.clear(channel_for(index_name), LOCAL_USER))
             if error is None:

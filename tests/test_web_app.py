@@ -336,9 +336,11 @@ def _remove_switch_and_clear(browser: Browser, title: str) -> None:
     wait.until(lambda _: len(rows()) == 1)
 
     # Clear asks first: dismissing keeps the paper (else the second clear would report 0), accepting removes it.
-    # The dialog opens once the page dispatches the click (later when the previous event is still being handled).
+    # The dialog opens once the page dispatches the click; Gradio drops a click while the previous one is pending,
+    # so the second click waits for the cancelled clear's reply.
     driver.find_element(By.ID, "clear").click()
     wait.until(alert_is_present()).dismiss()
+    wait.until(lambda _: "Nothing cleared" in text("#activity"))
     driver.find_element(By.ID, "clear").click()
     wait.until(alert_is_present()).accept()
     wait.until(lambda _: not rows() and "Cleared 1 paper " in text("#activity"))
