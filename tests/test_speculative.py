@@ -18,7 +18,7 @@ import pytest
 from rag_engine.llm.batched import BatchedLlamaBackend
 from rag_engine.llm.factory import create_backend
 from rag_engine.prompting import reply_grammar, split_answer
-from tests.conftest import _real_models_cache
+from tests.conftest import real_models_cache
 from tests.test_llm_backends import ask, wait_idle
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -213,7 +213,7 @@ async def test_the_settings_turn_drafts_on_and_size_them(settings, gguf):
 # --- a real quote -----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 async def test_a_real_model_quoting_its_prompt_accepts_most_drafts():
-    model = _real_models_cache() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    model = real_models_cache() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     if not model.exists():
         pytest.skip(f"{model} is not in the test cache (python -m training.real_models --qwen)")
     request = ask(JOBS[0][0], max_tokens=32)
