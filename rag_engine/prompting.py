@@ -394,6 +394,19 @@ def _clean_citations(text: str, valid: set[int]) -> tuple[str, list[int]]:
     return cleaned, cited
 
 
+def _with_citations(answer: str, numbers: Sequence[int]) -> str:
+    """`answer` with `[n, ...]` at its end, before a closing full stop.
+
+    >>> _with_citations("It is X.", [3]), _with_citations("It is X", [1, 4])
+    ('It is X [3].', 'It is X [1, 4]')
+    """
+    mark = "[" + ", ".join(str(n) for n in numbers) + "]"
+    body = answer.rstrip()
+    if body.endswith(".") and not body.endswith(".."):
+        return f"{body[:-1]} {mark}."
+    return f"{body} {mark}"
+
+
 _SOURCES_WORD = r"(?:sources?|papers?|passages?|context|documents?|text)"
 _ABSTAIN_PATTERNS = re.compile(
     r"^(?:(?:i'?m\s+)?sorry\s+(?:but\s+)?|unfortunately\s+)?"  # an apology before the refusal
@@ -446,13 +459,19 @@ def parse_answer(text: str, sources: Sequence[Source]) -> Answer:
     ('It is X [2] and Y.', [2], False)
     >>> parse_answer("nothing here ##### " + ABSTAIN_ANSWER, srcs).sources
     ()
+    >>> parse_answer("Source [2] defines it.\\n#####\\nIt is X.", srcs).answer  # the reasoning's citation, shown
+    'It is X [2].'
     """
     reasoning, answer, _ = split_answer(text)
     valid = {s.n for s in sources}
-    reasoning, _ = _clean_citations(reasoning, valid)
+    reasoning, named = _clean_citations(reasoning, valid)
     answer, cited = _clean_citations(answer, valid)
     if is_abstention(answer):
         return Answer(reasoning=reasoning, answer=answer or ABSTAIN_ANSWER, abstained=True, sources=())
+    if not cited and named and answer:
+        # Small models often name the source in the reasoning ("Source [3] states ...") and not in the answer; the
+        # answer shown then carries those numbers, so the reader still sees where it comes from.
+        answer, cited = _with_citations(answer, named), named
     by_n = {s.n: s for s in sources}
     chosen = tuple(by_n[n] for n in sorted(cited)) if cited else tuple(sources)
     return Answer(reasoning=reasoning, answer=answer, abstained=False, sources=chosen)

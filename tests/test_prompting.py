@@ -184,6 +184,15 @@ def test_an_answer_citing_nothing_lists_every_given_source():
     assert parsed.sources == SOURCES and not parsed.abstained
 
 
+def test_an_answer_citing_nothing_takes_the_citations_its_reasoning_gave():
+    parsed = parse_answer("Source [2] states it; [9] is not given.\n#####\nIt is X.", SOURCES)
+    assert parsed.answer == "It is X [2]." and [s.n for s in parsed.sources] == [2]
+    # The answer's own citations win; an abstention stays uncited.
+    assert parse_answer("Source [2].\n#####\nIt is X [1].", SOURCES).answer == "It is X [1]."
+    abstained = parse_answer(f"Source [2] is unrelated.\n#####\n{ABSTAIN_ANSWER}", SOURCES)
+    assert abstained.abstained and abstained.sources == () and "[" not in abstained.answer
+
+
 def test_abstention_is_detected_and_cites_nothing():
     for reply in (f"Nothing relevant [1].\n#####\n{ABSTAIN_ANSWER}", "r ##### The sources do not mention this [2].", ""):
         parsed = parse_answer(reply, SOURCES)

@@ -168,12 +168,13 @@ def score(
         format_ok=metrics.format_ok(raw),
         separator=metrics.has_separator(raw),
         citations_valid=metrics.citations_valid(raw, sources),
-        cited_page_right=metrics.cited_page_right(answer_part, sources, doc_id, pages) if answerable else None,
+        cited_page_right=metrics.cited_page_right(final.answer, sources, doc_id, pages) if answerable else None,
         retrieved_page_right=metrics.retrieved_page_right(sources, doc_id, pages) if answerable else None,
         key_fact=metrics.key_fact_present(final.answer, question.key_facts) if answerable else None,
         token_f1=metrics.token_f1(final.answer, question.reference) if answerable else None,
         rouge_l=metrics.rouge_l(final.answer, question.reference) if answerable else None,
         words=metrics.word_count(final.answer),
+        cited_page_written=metrics.cited_page_right(answer_part, sources, doc_id, pages) if answerable else None,
     )
 
 

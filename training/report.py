@@ -33,6 +33,9 @@ class Record:
     token_f1: float | None
     rouge_l: float | None
     words: int
+    # cited_page_right judges the answer shown (the parser may carry the reasoning's citations into it); this one the
+    # answer's citations as the model wrote them. None in records written before it existed.
+    cited_page_written: bool | None = None
 
 
 @dataclass
@@ -73,6 +76,7 @@ MAIN_ROWS: list[Row] = [
     ("`#####` written", "answerable + off-topic", _rate(BOTH, lambda r: r.separator)),
     ("citations valid", "answerable + off-topic", _rate(BOTH, lambda r: r.citations_valid)),
     ("cited page right", "answerable", _rate(ANS, lambda r: r.cited_page_right)),
+    ("cited page right, the answer's citations as written", "answerable", _rate(ANS, lambda r: r.cited_page_written)),
     ("key fact in answer", "answerable", _rate(ANS, lambda r: r.key_fact)),
     ("token F1", "answerable", _rate(ANS, lambda r: r.token_f1)),
     ("ROUGE-L", "answerable", _rate(ANS, lambda r: r.rouge_l)),
