@@ -81,8 +81,8 @@ async def run(args: argparse.Namespace) -> None:
     drafts = [int(d) for d in args.drafts.split(",")]
     backends = [
         BatchedLlamaBackend(
-            args.model, parallel=args.parallel, n_ctx=args.n_ctx, n_gpu_layers=0, n_threads=args.threads,
-            flash_attn=False, draft_tokens=d,
+            args.model, parallel=args.parallel, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers,
+            n_threads=args.threads, flash_attn=args.flash_attn, draft_tokens=d,
         )
         for d in drafts
     ]
@@ -136,7 +136,8 @@ def print_table(args: argparse.Namespace, results: list[Result], prompt_tokens: 
     print(
         f"model: {args.model.name}; {len(base.replies)} real prompts (median {statistics.median(prompt_tokens):.0f} "
         f"tokens), up to {args.max_tokens} new tokens, {sampling}, reply grammar {'on' if args.grammar else 'off'}, "
-        f"{args.concurrency} at a time, parallel {args.parallel}, threads {args.threads or 'default'}"
+        f"{args.concurrency} at a time, parallel {args.parallel}, threads {args.threads or 'default'}, "
+        f"GPU layers {args.n_gpu_layers}, flash attention {'on' if args.flash_attn else 'off'}"
     )
     print()
     print("| draft tokens | decode tok/s | speed-up | wall s | new tokens | steps | tokens/step | drafted | accepted "
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=4, help="backend slots (default: %(default)s)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="context per slot (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the backend's)")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU, -1 = all "
+                        "(default: %(default)s)")
+    parser.add_argument("--flash-attn", action="store_true", help="llama.cpp's flash attention (on a GPU)")
     asyncio.run(run(parser.parse_args(argv)))
 
 

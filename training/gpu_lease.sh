@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# One GPU lease for issues 11 and 12, as consecutive device calls on one warm machine (each call carries at most
+# One GPU lease for issues 12 and 13, as consecutive device calls on one warm machine (each call carries at most
 # 64 MiB, brings back 8 files of 16 MiB; a machine idle for 30 s is given back). Everything lives under /tmp/lease
 # there; the long steps run detached (setsid) so that they outlive the call that started them.
 #
-#   here:  bash training/gpu_lease.sh pack                  # .device/lease/c1..c3: SmolLM2 in three pieces, data
+#   here:  bash training/gpu_lease.sh pack                  # .device/lease/c1..c3: SmolLM2 in three pieces, data,
+#                                                           #   the base's tokenizer as this machine's transformers reads it
 #   there: bash training/gpu_lease.sh recv1                 # carry .device/llama-src .whl .device/lease/c1: starts the
-#                                                           #   builds (CUDA llama.cpp, then a CPU one), the 3B GGUF
+#                                                           #   builds (CUDA llama.cpp, then a CPU one)
 #   there: bash training/gpu_lease.sh recv2                 # carry .device/pymupdf .device/lease/c2
 #   there: bash training/gpu_lease.sh recv3                 # carry .device/lease/c3: starts the pipeline
 #   there: bash training/gpu_lease.sh wait SECONDS          # progress; the results so far into $OUT
 #
-# The pipeline: SFT warm-up then GRPO on SmolLM2-135M-Instruct (GPU, torch only) → the reply grammar's cost in the
-# batched backend on the 3B-shaped GGUF (GPU, llama.cpp only, nothing else running) → export (merge, F16, Q4_K_M)
-# and the harness, base vs tuned, grammar off, with a CPU build of llama.cpp (16 cores): no process holds torch and
-# the CUDA llama.cpp together (that aborts on this image; `diag.txt` records which pairs do). Beside it, while the
-# GPU trains, the side job runs the harness on SmolLM2 with the serving prompt before and after this round's change
-# (pack's BEFORE_REV), grammar off and on, on 8 cores.
+# The pipeline: SmolLM2-135M-Instruct's HF folder (dequantized from its GGUF, with the tokenizer written here: the
+# image's older transformers rebuilds a tokenizer from a GGUF that llama.cpp cannot load back) → SFT warm-up then GRPO
+# (GPU, torch only) → prompt-lookup decoding and llama-batched-bench on the GPU (llama.cpp only) → export (merge, F16,
+# Q4_K_M) and the harness, base vs tuned, grammar off, with a CPU build of llama.cpp (16 cores) → GRPO step time and
+# memory for a Qwen2.5-3B-shaped model (bench/bench_grpo_step.py). No process holds torch and the CUDA llama.cpp
+# together (that aborts on this image; `diag.txt` records which pairs do).
 set -euo pipefail
 mode=${1:?usage: $0 pack | recv1 | recv2 | recv3 | wait SECONDS}
 here=.device/lease
@@ -26,12 +27,15 @@ if [[ $mode == pack ]]; then
     cache=${PAPERBOT_TEST_CACHE:-$HOME/.cache/paperbot-tests}
     src=$cache/real-models/$model
     rm -rf "$here"; mkdir -p "$here/c1" "$here/c2" "$here/c3"
-    dd if="$src" of="$here/c1/$model.0" bs=1M count=19 status=none
-    dd if="$src" of="$here/c2/$model.1" bs=1M skip=19 count=38 status=none
-    dd if="$src" of="$here/c3/$model.2" bs=1M skip=57 status=none
+    dd if="$src" of="$here/c1/$model.0" bs=1M count=21 status=none
+    dd if="$src" of="$here/c2/$model.1" bs=1M skip=21 count=38 status=none
+    dd if="$src" of="$here/c3/$model.2" bs=1M skip=59 status=none
     (cd "$(dirname "$src")" && sha256sum "$model") > "$here/c3/SHA256SUMS"
     cp -r .device/train/data "$here/c3/data"  # training/gpu_train.sh pack: papers, QASA, tiny encoder, records
-    git show "${BEFORE_REV:?the commit whose serving prompt is the "before" side}:rag_engine/prompting.py" > "$here/c3/prompting_before.py"
+    .venv/bin/python -c "
+from transformers import AutoTokenizer
+AutoTokenizer.from_pretrained('$(dirname "$src")', gguf_file='$model').save_pretrained('$here/c3/base-tokenizer')"
+    if [[ -n ${BEFORE_REV:-} ]]; then git show "$BEFORE_REV:rag_engine/prompting.py" > "$here/c3/prompting_before.py"; fi
     du -sb "$here"/* .device/llama-src .whl .device/pymupdf
     exit 0
 fi
@@ -63,8 +67,6 @@ print('imports checked')"
             -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > $work/build-cpu.log 2>&1 \
             && cmake --build /tmp/llama-cpu -j \$(nproc) --target llama >> $work/build-cpu.log 2>&1 || echo CPU-BUILD-FAILED >> $work/build-cpu.log
         touch $work/builds.done
-        [[ -n \"\$NO_CUDA\" ]] || LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 /tmp/lease-bench/make_qwen3b_gguf.py --llama-src /tmp/lease-src/llama.cpp --out /tmp/qwen3b > $work/qwen3b.log 2>&1 || echo 3B-FAILED >> $work/qwen3b.log
-        touch $work/qwen3b.done
     " < /dev/null > /dev/null 2>&1 &
     echo "builds started"; exit 0
 fi
@@ -81,7 +83,9 @@ if [[ $mode == recv3 ]]; then
     rm -rf /tmp/lease-repo /tmp/lease-repo-before && mkdir -p /tmp/lease-repo
     cp -r bot rag_engine storage training bench pyproject.toml /tmp/lease-repo/
     # the serving prompt before this round's change (pack's BEFORE_REV), for the before/after table
-    cp -r /tmp/lease-repo /tmp/lease-repo-before && cp "$work/prompting_before.py" /tmp/lease-repo-before/rag_engine/prompting.py
+    cp -r /tmp/lease-repo /tmp/lease-repo-before
+    [[ ! -f $work/prompting_before.py ]] || cp "$work/prompting_before.py" /tmp/lease-repo-before/rag_engine/prompting.py
+    cp -r tests /tmp/lease-repo/  # bench_speculative.py takes its questions from tests/test_retrieval_quality.py
     setsid bash /tmp/lease-repo/training/gpu_lease.sh pipeline < /dev/null > "$work/pipeline.out" 2>&1 &
     setsid bash /tmp/lease-repo/training/gpu_lease.sh side < /dev/null > "$work/side.out" 2>&1 &
     echo "pipeline started"; exit 0
@@ -121,7 +125,7 @@ print(repr(llm('The capital of France is', max_tokens=4)['choices'][0]['text']))
         [[ $lib == cpu && -n $pre && $rc == 0 && ! -f $work/llama.env ]] && echo "$ld" > "$work/llama.env"
     done
     touch "$work/diag.done"
-    [[ -n ${SKIP_SIDE_EVAL:-} ]] && { log "side: done (diag only)"; touch "$work/side.done"; exit 0; }
+    [[ -n ${SKIP_SIDE_EVAL:-} || ! -f $work/prompting_before.py ]] && { log "side: done (diag only)"; touch "$work/side.done"; exit 0; }
     log "side: prompt before/after, SmolLM2 base, grammar both"
     sub=(--limit "${SUB_LIMIT:-30}" --qasa-limit "${SUB_QASA:-10}")
     evaluate /tmp/lease-repo-before eval-prompt-before 8 --gguf "$base" --grammar both "${sub[@]}"
@@ -133,7 +137,10 @@ if [[ $mode == pipeline ]]; then
     set +e +o pipefail  # a failed step is logged and the next one still runs
     cd /tmp/lease-repo
     export PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo
-    base=$work/$model data=$work/data/prep
+    gguf=$work/$model data=$work/data/prep base=$work/base-hf
+    log "base: $model dequantized, with the tokenizer written by the dev machine's transformers"
+    python3 -c "from pathlib import Path; from training.base_model import prepare_base; prepare_base('$gguf', Path('$base'))" \
+        > "$work/base.log" 2>&1 && cp "$work"/base-tokenizer/* "$base/"
     log "sft"
     python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-30}" \
         --batch-size 8 --per-device-batch 8 --lr 2e-4 --max-length 3072 > "$work/sft.log" 2>&1
@@ -148,14 +155,19 @@ if [[ $mode == pipeline ]]; then
     for f in sft/train_log.csv sft/curves.png grpo/train_log.csv grpo/curves.png; do
         [[ -f $work/$f ]] && cp "$work/$f" "$work/out/$(echo "$f" | tr / -)"
     done
-    log "waiting for the side job and the 3B GGUF (the bench wants a quiet machine)"
-    while [[ ! -f $work/side.done || ! -f $work/qwen3b.done ]]; do sleep 5; done
-    [[ -n ${NO_CUDA:-} ]] || { log "grammar bench"
-    (mkdir -p .device && ln -sfn /tmp/lease-src .device/llama-src && \
-        OUT=$work/grammar VARIANTS="batched batched-grammar" BUDGET_S=400 bash bench/gpu_run.sh --concurrency 1,8 \
-        --repeats 3 --skip bandwidth,native,raw > "$work/grammar.log" 2>&1) || log "grammar bench failed"
-    cp "$work/grammar/table.txt" "$work/out/grammar-table.txt" 2>/dev/null || true; }
     while [[ ! -f $work/diag.done ]]; do sleep 5; done
+    if [[ -z ${NO_CUDA:-} ]]; then
+        log "prompt-lookup decoding on the GPU (SmolLM2, CUDA llama.cpp, nothing else running)"
+        mkdir -p "$work/allpdfs" && ln -sf "$work"/data/pdfs/*.pdf "$work"/data/train-pdfs/*.pdf "$work/allpdfs/"
+        LLAMA_CPP_LIB_PATH=/tmp/llama-build/bin timeout 300 python3 bench/bench_speculative.py --model "$gguf" \
+            --papers "$work/allpdfs" --drafts 0,4,8 --questions 10 --max-tokens 160 --n-gpu-layers -1 --flash-attn \
+            --parallel 4 --n-ctx 4096 > "$work/spec.log" 2>&1 || log "speculative bench failed"
+        tail -16 "$work/spec.log" > "$work/out/speculative-table.txt"
+        for kvu in "" -kvu; do
+            timeout 120 /tmp/llama-build/bin/llama-batched-bench -m "$gguf" -c 16384 -b 2048 -ub 512 -ngl 99 -fa on \
+                -npp 1500 -ntg 160 -npl 1,4 $kvu >> "$work/out/speculative-table.txt" 2>&1
+        done
+    fi
     # the converter from the carried sources: nothing can be downloaded here (training/tiny_models.llama_cpp_source)
     export PAPERBOT_BUILD_CACHE=$work/build-cache
     v=$(python3 -c "from training.tiny_models import llama_cpp_version as v; print(v())")
@@ -166,9 +178,20 @@ if [[ $mode == pipeline ]]; then
     LD_PRELOAD=$(cat "$work/llama.env" 2>/dev/null) LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin python3 -m training export --run "$work/grpo" --out "$work/export" \
         --n-gpu-layers 0 > "$work/export.log" 2>&1
     tail -12 "$work/export.log" >> "$work/pipeline.log"
+    # the base was an HF folder, so export's own check had no GGUF to compare with: the tuned F16 against the base GGUF
+    python3 -c "
+from pathlib import Path; from training.export import vocabulary
+a, b = vocabulary(Path('$gguf')), vocabulary(Path('$work/export/model-f16.gguf'))
+print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} tuned {b}')" >> "$work/pipeline.log" 2>&1
     log "evaluate: base vs tuned, grammar off, every question"
-    evaluate /tmp/lease-repo eval-base-vs-tuned 16 --gguf "$base" --gguf "$work/export/model-q4_k_m.gguf" \
+    evaluate /tmp/lease-repo eval-base-vs-tuned 16 --gguf "$gguf" --gguf "$work/export/model-q4_k_m.gguf" \
         --grammar off --qasa-limit "${QASA_LIMIT:-30}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT}
+    if [[ -z ${NO_3B:-} ]]; then
+        log "GRPO step time and memory, Qwen2.5-3B shape"
+        python3 bench/bench_grpo_step.py --llama-src /tmp/lease-src/llama.cpp --data "$data" --work /tmp/grpo3b \
+            --steps "${STEPS_3B:-3}" > "$work/grpo3b.log" 2>&1
+        tail -30 "$work/grpo3b.log" > "$work/out/grpo3b-table.txt"
+    fi
     log "done"; touch "$work/pipeline.done"; exit 0
 fi
 
@@ -176,8 +199,8 @@ if [[ $mode == wait ]]; then
     end=$(( $(date +%s) + ${2:-500} ))
     while [[ ! -f $work/pipeline.done ]] && (( $(date +%s) < end )); do sleep 10; done
     tail -45 "$work/pipeline.log" 2>/dev/null
-    tail -2 "$work/build.log" "$work/build-cpu.log" "$work/qwen3b.log" "$work/side.out" "$work/pipeline.out" 2>/dev/null || true
-    for f in sft grpo export; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
+    tail -2 "$work/build.log" "$work/build-cpu.log" "$work/side.out" "$work/pipeline.out" 2>/dev/null || true
+    for f in base sft grpo export spec grpo3b; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
     for d in eval-prompt-before eval-prompt-after eval-base-vs-tuned; do
         if [[ -f $work/$d/records.jsonl && ! -f $work/$d/results.md ]]; then
             (cd /tmp/lease-repo && PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo python3 -m training report \
@@ -186,9 +209,9 @@ if [[ $mode == wait ]]; then
     done
     # At most 8 files come back: the tables as they are, everything else in one archive.
     (cd "$work" && tar czf /tmp/summaries.tgz out *.log *.out sft/run.json grpo/run.json export/export.json \
-        eval-*/results.json eval-*/records.jsonl data/prep/manifest.json grammar/results.json 2>/dev/null) || true
+        eval-*/results.json eval-*/records.jsonl data/prep/manifest.json /tmp/grpo3b/run-*/run.json 2>/dev/null) || true
     cp /tmp/summaries.tgz "$OUT/"
-    for f in grammar-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md; do
+    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md; do
         [[ -f $work/out/$f ]] && cp "$work/out/$f" "$OUT/"
     done
     ls "$work/out"; ls -la "$OUT"; exit 0
