@@ -189,18 +189,32 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
     if [[ -z ${NO_3B:-} ]]; then
         log "GRPO step time and memory, Qwen2.5-3B shape"
         python3 bench/bench_grpo_step.py --llama-src /tmp/lease-src/llama.cpp --data "$data" --work /tmp/grpo3b \
-            --steps "${STEPS_3B:-3}" > "$work/grpo3b.log" 2>&1
+            --steps "${STEPS_3B:-3}" --backends off > "$work/grpo3b.log" 2>&1
+        # Unsloth pins trl <= 1.15 and datasets < 5: its wheels (carried by the wait calls) live in their own folder,
+        # first on the path for this run only
+        log "the same with Unsloth ($(ls -d /tmp/site-uns/unsloth /tmp/site-uns/bitsandbytes 2>/dev/null | wc -l) of 2 packages here)"
+        HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site-uns:$PYTHONPATH TORCH_EXTENSIONS_DIR=$(mktemp -d) timeout 420 python3 \
+            bench/bench_grpo_step.py --llama-src /tmp/lease-src/llama.cpp --data "$data" --work /tmp/grpo3b \
+            --steps "${STEPS_3B:-3}" --backends on > "$work/grpo3b-unsloth.log" 2>&1
         tail -30 "$work/grpo3b.log" > "$work/out/grpo3b-table.txt"
+        tail -40 "$work/grpo3b-unsloth.log" >> "$work/out/grpo3b-table.txt"
     fi
     log "done"; touch "$work/pipeline.done"; exit 0
 fi
 
 if [[ $mode == wait ]]; then
+    # Unsloth's wheels ride along with the wait calls (.device/uns1, .device/uns2: over one call's 64 MiB together)
+    for d in .device/uns1 .device/uns2; do
+        if compgen -G "$d/*.whl" > /dev/null; then
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-uns "$d"/*.whl \
+                && log "installed $(ls "$d" | wc -l) wheels from $d"
+        fi
+    done
     end=$(( $(date +%s) + ${2:-500} ))
     while [[ ! -f $work/pipeline.done ]] && (( $(date +%s) < end )); do sleep 10; done
     tail -45 "$work/pipeline.log" 2>/dev/null
     tail -2 "$work/build.log" "$work/build-cpu.log" "$work/side.out" "$work/pipeline.out" 2>/dev/null || true
-    for f in base sft grpo export spec grpo3b; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
+    for f in base sft grpo export spec grpo3b grpo3b-unsloth; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
     for d in eval-prompt-before eval-prompt-after eval-base-vs-tuned; do
         if [[ -f $work/$d/records.jsonl && ! -f $work/$d/results.md ]]; then
             (cd /tmp/lease-repo && PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo python3 -m training report \
