@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 
 
 def describe() -> str:
-    """CPU model, cores, memory and (when torch sees one) the GPU."""
+    """CPU model, cores, memory and the GPU (from nvidia-smi; importing torch next to llama.cpp's CUDA build aborts)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -21,11 +22,11 @@ def describe() -> str:
         pass
     gpu = ""
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=20).stdout.split("\n")
+        if names[0].strip():
+            gpu = f", GPU {names[0].strip()}"
+    except (OSError, subprocess.SubprocessError):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"machine: {cpu}, {os.cpu_count()} cores{memory}{gpu}; load average {load:.1f} at start"

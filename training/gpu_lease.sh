@@ -142,7 +142,7 @@ if [[ $mode == pipeline ]]; then
     python3 -c "from pathlib import Path; from training.base_model import prepare_base; prepare_base('$gguf', Path('$base'))" \
         > "$work/base.log" 2>&1 && cp "$work"/base-tokenizer/* "$base/"
     log "sft"
-    python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-30}" \
+    [[ -f $work/sft/adapter/adapter_config.json ]] || python3 -m training sft --data "$data" --out "$work/sft" --base-model "$base" --steps "${SFT_STEPS:-30}" \
         --batch-size 8 --per-device-batch 8 --lr 2e-4 --max-length 3072 > "$work/sft.log" 2>&1
     grep -vE "it/s\]|s/it\]" "$work/sft.log" | tail -12 >> "$work/pipeline.log"
     log "grpo"
