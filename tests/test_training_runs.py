@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.numpy import load_file
+import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from rag_engine.prompting import Passage, PromptBudget
 from training import curves, rewards
@@ -82,6 +83,26 @@ def test_grpo_continues_the_sft_adapter_and_changes_it(
     assert any(abs(before[k] - after[k]).max() > 0 for k in before)
     header = (run / "train_log.csv").read_text().splitlines()[0]
     assert "rewards/format/mean" in header and "rewards/abstention/mean" in header
+
+
+def test_grpo_samples_through_non_finite_logits(sft_run: Path, tmp_path: Path, tiny_models: Path) -> None:
+    # An infinite LoRA weight makes every logit NaN: sampling then raises (a device-side assert on CUDA, which killed
+    # a real run at step 29) unless generation drops invalid values.
+    broken = tmp_path / "broken-adapter"
+    broken.mkdir()
+    for f in (sft_run / "adapter").iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = _adapter(sft_run)
+    name = next(k for k in weights if "lora_B" in k)
+    weights[name] = np.full_like(weights[name], np.inf)
+    save_file(weights, str(broken / "adapter_model.safetensors"))
+    run = tmp_path / "grpo"
+    assert training_main([
+        "grpo", "--data", str(sft_run.parent / "data"), "--out", str(run), "--base-model", str(tiny_models / "qwen2"),
+        "--init-adapter", str(broken), "--steps", "1", "--batch-size", "4", "--per-device-batch", "4",
+        "--num-generations", "4", "--max-completion-length", "4", "--temperature", "1.0", "--rewards", "format",
+    ]) == 0
+    assert len((run / "train_log.csv").read_text().splitlines()) == 1 + 1
 
 
 def test_export_merges_converts_quantizes_and_answers(

@@ -262,6 +262,9 @@ def run_grpo(args: argparse.Namespace) -> int:
         output_dir=str(out / "checkpoints"), learning_rate=args.lr, max_steps=args.steps,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
         logging_steps=args.logging_steps, save_strategy="no", report_to=[], seed=args.seed, **chosen,
+        # A non-finite logit while sampling (bf16 on the H100, step 29 at lr 1e-4) raised a CUDA device-side assert
+        # that killed the run before its adapter was saved; transformers' InfNanRemoveLogitsProcessor prevents it.
+        generation_kwargs={"remove_invalid_values": True},
         **_device_args(),
     )
     defaults = {k: getattr(config, k) for k in ("num_generations", "max_completion_length", "beta", "temperature",
