@@ -201,8 +201,10 @@ def test_usage_errors_exit_2(cli_settings: Settings) -> None:
 def test_commands_that_need_no_model_import_none(cli_settings: Settings) -> None:
     probe = (
         "import sys; from bot.cli import main; code = main(sys.argv[1:]); "
-        "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers') if m in sys.modules), code)"
+        "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers', 'pymupdf', 'langchain_text_splitters') "
+        "if m in sys.modules), code)"
     )
+    # Listing, removing and status read the database only: PDF reading and chunking (~0.7 s of imports) wait too.
     for args in (["papers", "--index", "nope"], ["remove", "--index", "nope", "1"], ["status"]):
         run = subprocess.run([sys.executable, "-c", probe, *args], env=cli_env(cli_settings), capture_output=True,
                              text=True, timeout=120)

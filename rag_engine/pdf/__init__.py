@@ -12,15 +12,29 @@ The modules, in the order the work happens: `checks` (refusing early), `budget` 
 
 from __future__ import annotations
 
-from rag_engine.pdf.budget import MAX_DOC_CONTENT_BYTES, MAX_PAGE_CONTENT_BYTES
-from rag_engine.pdf.compose import MAX_DOC_CHARS, MAX_PAGE_CHARS
-from rag_engine.pdf.extract import MIN_TEXT_CHARS, extract_pdf
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "MAX_DOC_CHARS",
-    "MAX_DOC_CONTENT_BYTES",
-    "MAX_PAGE_CHARS",
-    "MAX_PAGE_CONTENT_BYTES",
-    "MIN_TEXT_CHARS",
-    "extract_pdf",
-]
+if TYPE_CHECKING:
+    from rag_engine.pdf.budget import MAX_DOC_CONTENT_BYTES, MAX_PAGE_CONTENT_BYTES
+    from rag_engine.pdf.compose import MAX_DOC_CHARS, MAX_PAGE_CHARS
+    from rag_engine.pdf.extract import MIN_TEXT_CHARS, extract_pdf
+
+# Resolved on first use (PEP 562): importing `rag_engine.pdf.checks` or `.isolated` must not load MuPDF (~0.5 s),
+# which the parent process never calls: extraction runs in a child.
+_EXPORTS = {
+    "MAX_DOC_CONTENT_BYTES": "budget",
+    "MAX_PAGE_CONTENT_BYTES": "budget",
+    "MAX_DOC_CHARS": "compose",
+    "MAX_PAGE_CHARS": "compose",
+    "MIN_TEXT_CHARS": "extract",
+    "extract_pdf": "extract",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

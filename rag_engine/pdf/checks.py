@@ -4,11 +4,12 @@ what opening finds (damage, a password, no pages) is told apart."""
 from __future__ import annotations
 
 import logging
-
-import pymupdf
+from typing import TYPE_CHECKING
 
 from rag_engine.errors import DamagedPdf, EmptyFile, NoPages, NotAPdf, PasswordProtected, TooLarge
-from rag_engine.pdf.mupdf import MUPDF_ERRORS
+
+if TYPE_CHECKING:
+    import pymupdf
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ def check_bytes(data: bytes, max_bytes: int) -> None:
 
 
 def open_document(data: bytes) -> pymupdf.Document:
+    # MuPDF is imported here: the parent process imports `check_bytes` but never opens a PDF (a child does).
+    import pymupdf
+
+    from rag_engine.pdf.mupdf import MUPDF_ERRORS
+
     damaged = DamagedPdf(
         "This PDF is damaged or incomplete, so I can't read it. Please download it again and upload the new copy."
     )
