@@ -145,14 +145,17 @@ def pruned_top_k(
     ndocs = max(ndocs, 26 * k)
     with torch.inference_mode():
         q = index.to_basis(torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device))
-        centroid_scores = (q @ index.centroids.T).T.contiguous()  # (K, q): a gather by code reads one row
-        probe = centroid_scores.topk(min(nprobe, len(centroid_scores)), dim=0).indices.reshape(-1)
-        probed = torch.zeros(len(centroid_scores), dtype=torch.bool, device=device)
+        # (q, K), and every stage's similarities are (q, rows): each query token's row is contiguous, which makes
+        # the per-passage max a contiguous reduction (3× faster on a CPU than over (rows, q); 2-core measurement).
+        centroid_scores = q @ index.centroids.T
+        probe = centroid_scores.topk(min(nprobe, centroid_scores.shape[1]), dim=1).indices.reshape(-1)
+        probed = torch.zeros(centroid_scores.shape[1], dtype=torch.bool, device=device)
         probed[probe] = True
 
         # 1. candidates: passages with a token under a probed centroid, scored on those tokens only
         rows = torch.nonzero(probed[index.codes]).reshape(-1)
-        candidates = _segment_scores(centroid_scores[index.codes[rows]], index.owner[rows], len(index))
+        candidates = _segment_scores(centroid_scores.index_select(1, index.codes[rows]), index.owner[rows],
+                                     len(index))
         passages = _best(candidates, ndocs)
 
         # 2. full centroid interaction on the best candidates
@@ -160,14 +163,14 @@ def pruned_top_k(
         local = torch.repeat_interleave(
             torch.arange(len(passages), device=device), index.offsets[passages + 1] - index.offsets[passages]
         )
-        approx = _segment_scores(centroid_scores[index.codes[rows]], local, len(passages))
+        approx = _segment_scores(centroid_scores.index_select(1, index.codes[rows]), local, len(passages))
         passages = passages[_best(approx, ndecode or ndocs // DECODE_SHARE)]
 
         # 3. exact MaxSim on decompressed vectors
         rows = index.rows_of(passages)
         lengths = index.offsets[passages + 1] - index.offsets[passages]
         local = torch.repeat_interleave(torch.arange(len(passages), device=device), lengths)
-        sims = index.decode(rows) @ q.T
+        sims = q @ index.decode(rows).T
         exact = _segment_scores(sims, local, len(passages))
         order = torch.argsort(exact, descending=True, stable=True)[:k]
         best = passages[order].cpu().numpy()
@@ -176,18 +179,18 @@ def pruned_top_k(
 
 
 def _segment_scores(sims: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
-    """Σ over query tokens of the max over each owner's rows: (n,), 0 for owners without rows. `owner` must be
-    non-decreasing (rows grouped by passage), which every stage guarantees."""
+    """Σ over query tokens of the max over each owner's rows, from similarities laid out (q, rows): (n,), 0 for
+    owners without rows. `owner` must be non-decreasing (rows grouped by passage), which every stage guarantees."""
     if sims.is_cuda:
-        best = torch.full((n, sims.shape[1]), float("-inf"), device=sims.device, dtype=sims.dtype)
-        best.scatter_reduce_(0, owner[:, None].expand_as(sims), sims, reduce="amax")
+        best = torch.full((n, sims.shape[0]), float("-inf"), device=sims.device, dtype=sims.dtype)
+        best.scatter_reduce_(0, owner[:, None].expand(-1, sims.shape[0]), sims.T, reduce="amax")
         return torch.where(torch.isinf(best), torch.zeros_like(best), best).sum(dim=1)
     # On a CPU, numpy's reduceat over contiguous segments is several times faster than scatter_reduce.
     out = np.zeros(n, dtype=np.float32)
     if len(owner):
         ids = owner.numpy()
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        out[ids[starts]] = np.maximum.reduceat(sims.numpy(), starts, axis=0).sum(axis=1)
+        out[ids[starts]] = np.maximum.reduceat(np.ascontiguousarray(sims.numpy()), starts, axis=1).sum(axis=0)
     return torch.from_numpy(out)
 
 
