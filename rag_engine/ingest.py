@@ -145,6 +145,7 @@ class Ingestor:
 
     async def _attempt(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         s = self._settings
+        clock = time.perf_counter()
         try:
             await progress(IngestProgress(f"Reading {job.filename}…"))
             budget = ExtractionBudget(cpu_seconds=s.pdf_cpu_seconds, memory_bytes=s.pdf_memory_mb << 20)
@@ -156,6 +157,7 @@ class Ingestor:
             await self.release_uploads([job.sha256])
             log.info("refused %s: %s", job.filename, error.reason)
             return _failed(error.reason, str(error))
+        stages = [("extract", time.perf_counter() - clock)]
 
         try:
             doc = await self._db.create_document(
@@ -170,26 +172,34 @@ class Ingestor:
             await progress(IngestProgress(f"Read {plural(pdf.page_count, 'page')} of *{pdf.title}*; splitting into passages…"))
             encoder = await self._encoders.get()
             limit = await self._encoders.chunk_token_limit()
+            clock = time.perf_counter()
             chunks = await asyncio.to_thread(
                 chunk_pages, pdf.pages, count_tokens=encoder.count_tokens, max_tokens=limit, overlap=s.chunk_overlap
             )
+            stages.append(("chunk", time.perf_counter() - clock))
+            clock = time.perf_counter()
 
             async def on_batch(done: int, total: int) -> None:
                 await progress(IngestProgress(f"Encoding passages: {done}/{total}", done, total))
 
             vectors = await self._encoders.encode_documents([c.text for c in chunks], on_batch)
+            stages.append(("encode", time.perf_counter() - clock))
+            clock = time.perf_counter()
             rows = [
                 NewChunk(c.text, c.page_start, c.page_end, c.section, c.ordinal, v)
                 for c, v in zip(chunks, vectors, strict=True)
             ]
             doc = await self._db.complete_document(doc.id, rows)
             await self._db.finish_job(job.id, doc.id)
+            stages.append(("store", time.perf_counter() - clock))
         except Exception as error:
             # Broken mid-way: the document never became visible; record why and re-raise.
             await asyncio.shield(self._abandon(job, doc.id, repr(error)))
             raise
-        log.info("indexed %s: %d pages, %d chunks", job.filename, pdf.page_count, len(rows))
-        return IngestReport(status="indexed", doc_id=doc.id, title=doc.title, pages=doc.page_count, chunks=len(rows))
+        log.info("indexed %s: %d pages, %d chunks (%s)", job.filename, pdf.page_count, len(rows),
+                 ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages))
+        return IngestReport(status="indexed", doc_id=doc.id, title=doc.title, pages=doc.page_count, chunks=len(rows),
+                            stages=tuple((name, round(seconds, 3)) for name, seconds in stages))
 
     async def _abandon(self, job: JobRecord, doc_id: int, why: str) -> None:
         await self._db.delete_document(doc_id)

@@ -68,6 +68,8 @@ class IngestReport:
     message: str | None = None  # the sentence a user reads when it failed
     seconds: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: Where an indexed file's time went: ("extract" | "chunk" | "encode" | "store", seconds), in that order.
+    stages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

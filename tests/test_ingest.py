@@ -68,6 +68,10 @@ async def test_real_papers_ingest_with_the_right_pages(settings: Settings) -> No
             report = await engine.ingest("papers", pdf.read_bytes(), pdf.name)
             assert report.status == "indexed", f"{pdf.name}: {report.message}"
             assert report.pages > 0 and report.chunks > 0
+            # where the time went (bench/bench_ingest.py prints it): each stage once, in order, within the total
+            assert [name for name, _ in report.stages] == ["extract", "chunk", "encode", "store"]
+            assert all(seconds > 0 for _, seconds in report.stages)
+            assert sum(seconds for _, seconds in report.stages) <= report.seconds + 0.01
         docs = {d.filename: d for d in await engine.papers("papers")}
         assert len(docs) == len(list(REAL_PDFS.glob("*.pdf")))
         for filename, phrase, page in known:
