@@ -77,7 +77,8 @@ async def main() -> None:
             note("MiniLM query encoder loaded")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(describe())
-    print(f"\nIndex: {args.chunks:,} chunks, synthetic from real MiniLM statistics (bench/synthetic.py), 'pq' residuals (38 one-byte groups: 40 bytes a token)."
+    print(f"\nIndex: {args.chunks:,} chunks, synthetic from real MiniLM statistics (bench/synthetic.py), 'pq' "
+          "residuals (38 one-byte groups: 40 bytes a token)."
           f" A float16 copy in memory would be {_mib(int(loaded.offsets[-1]) * 256)} MiB.\n")
     print("| step | RSS MiB | note |\n| --- | ---: | --- |")
     for step, rss, extra in rows:

@@ -128,7 +128,8 @@ async def main() -> None:
     sample = synthetic.real_sample(args.sample)
     print(describe())
     print(f"\nRanking only (queries encoded beforehand), k={K}; hybrid takes {4 * K} from each ranking. "
-          "Index: synthetic from real MiniLM statistics (bench/synthetic.py), 'pq' residuals (38 one-byte groups: 40 bytes a token).\n")
+          "Index: synthetic from real MiniLM statistics (bench/synthetic.py), 'pq' residuals "
+          "(38 one-byte groups: 40 bytes a token).\n")
     print("| chunks | tokens | mode | device | median ms | p95 ms | median CPU ms | index load s |")
     print("| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for n in (int(x) for x in args.chunks.split(",")):
