@@ -68,6 +68,12 @@ class RequestTimeout(PaperbotError):
     def __init__(self, message: str = "That took too long to answer, so I stopped. Try a shorter question.") -> None:
         super().__init__(message)
 
+    @classmethod
+    def busy(cls, others: int) -> RequestTimeout:
+        """Timed out while the model served others: the load, not the question, is why."""
+        return cls(f"I was answering {others} other question{'s' if others != 1 else ''} at the same time and ran out "
+                   "of time on yours, so I stopped. Please ask again in a minute.")
+
 
 class InvalidQuestion(PaperbotError):
     pass

@@ -300,8 +300,9 @@ class GenerationWorker:
             self._update_positions()
 
     def _expire(self, handle: GenerationHandle) -> None:
-        logger.info("request #%d timed out (%s)", handle.id, handle.state)
-        self._stop(handle, "timed_out", RequestTimeout())
+        others = self.active + self._n_waiting - 1
+        logger.info("request #%d timed out (%s; %d others running or waiting)", handle.id, handle.state, others)
+        self._stop(handle, "timed_out", RequestTimeout.busy(others) if others > 0 else RequestTimeout())
 
     def _stop(self, handle: GenerationHandle, state: State, error: BaseException | None) -> None:
         if handle.done:

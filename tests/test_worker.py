@@ -186,7 +186,7 @@ async def test_timeout_while_generating_raises_and_frees_the_slot(make_worker):
     worker = await make_worker(backend, request_timeout_s=0.15)
     handle = worker.submit("A", ask("slow", tokens=1000))
     deltas: list[str] = []
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(RequestTimeout, match="Try a shorter question"):  # alone: nothing else to blame
         async for delta in handle.stream():
             deltas.append(delta)
     assert deltas and handle.state == "timed_out"
@@ -200,8 +200,8 @@ async def test_timeout_counts_the_wait_in_the_queue(make_worker):
     worker = await make_worker(backend, request_timeout_s=0.1)
     worker.submit("A", ask("stuck"))
     waiting = worker.submit("B", ask("waiting"))
-    with pytest.raises(RequestTimeout):
-        await waiting.text()
+    with pytest.raises(RequestTimeout, match=r"answering 1 other question at the same time"):
+        await waiting.text()  # the load is why, not the question: the user is told so
     assert waiting.state == "timed_out" and worker.depth == 0 and "waiting" not in backend.started
 
 
