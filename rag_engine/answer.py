@@ -101,7 +101,7 @@ class Answerer:
                 text += delta
                 reasoning, answer = split_partial(text)
                 yield Partial(reasoning, answer)
-            yield Final(parse_answer(text, prompt.sources))
+            yield Final(parse_answer(text, prompt.sources, prompt.texts))
         finally:
             if not handle.done:
                 handle.cancel()

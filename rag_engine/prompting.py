@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rag_engine.attribution import supported_citations
 from rag_engine.llm.base import ChatMessage, Grammar, approx_tokens
 from rag_engine.types import Answer, Hit, Source, Turn
 
@@ -142,6 +143,7 @@ class Prompt:
     tokens: int  # counted (or estimated) prompt size
     dropped_history: int = 0
     dropped_sources: int = 0
+    texts: tuple[str, ...] = ()  # each source's text as the model was given it, in `sources` order
 
 
 TokenCounter = Callable[[str], int]
@@ -285,7 +287,7 @@ def build_prompt(
         question = _truncate(question, max(8, count(question) - over), count)
         messages, sources = render()
         tokens = count_prompt_tokens(messages, count)
-    return Prompt(messages, sources, tokens, dropped_history, dropped_sources)
+    return Prompt(messages, sources, tokens, dropped_history, dropped_sources, tuple(t for _, t in cut_passages))
 
 
 def build_messages(
@@ -450,8 +452,11 @@ def abstain(reasoning: str = "") -> Answer:
     return Answer(reasoning=reasoning, answer=ABSTAIN_ANSWER, abstained=True, sources=())
 
 
-def parse_answer(text: str, sources: Sequence[Source]) -> Answer:
+def parse_answer(text: str, sources: Sequence[Source], texts: Sequence[str] = ()) -> Answer:
     """Turn a finished reply into an Answer: split, check citations against `sources`, detect abstention.
+
+    With `texts` (each source's text, as in `Prompt.texts`) the answer's citations are also checked against what the
+    sources say (`attribution.supported_citations`): a small model often cites a neighbour of the passage it copied.
 
     >>> srcs = (Source(1, 7, 70, "Paper A", 1, 1), Source(2, 8, 80, "Paper B", 2, 3))
     >>> a = parse_answer("Both define it.\\n#####\\nIt is X [2] and Y [5].", srcs)
@@ -472,6 +477,10 @@ def parse_answer(text: str, sources: Sequence[Source]) -> Answer:
         # Small models often name the source in the reasoning ("Source [3] states ...") and not in the answer; the
         # answer shown then carries those numbers, so the reader still sees where it comes from.
         answer, cited = _with_citations(answer, named), named
+    if texts and answer:
+        supported = supported_citations(_CITATION.sub("", answer), cited, dict(zip((s.n for s in sources), texts)))
+        if supported != cited:
+            answer, cited = _with_citations(re.sub(r"[ \t]*" + _CITATION.pattern, "", answer), supported), supported
     by_n = {s.n: s for s in sources}
     chosen = tuple(by_n[n] for n in sorted(cited)) if cited else tuple(sources)
     return Answer(reasoning=reasoning, answer=answer, abstained=False, sources=chosen)

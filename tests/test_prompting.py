@@ -193,6 +193,32 @@ def test_an_answer_citing_nothing_takes_the_citations_its_reasoning_gave():
     assert abstained.abstained and abstained.sources == () and "[" not in abstained.answer
 
 
+TEXTS = (
+    "The Transformer uses multi-head attention with 8 parallel heads.",
+    "BERT is pretrained on BooksCorpus and English Wikipedia.",
+    "We use dropout of 0.1 in every layer.",
+    "Each encoder layer has two sub-layers with residual connections.",
+)
+
+
+def test_a_citation_the_answer_words_do_not_come_from_moves_to_the_source_they_do():
+    # What Qwen2.5-Coder-0.5B does in half its cited answers: the right fact, a neighbouring source's number.
+    parsed = parse_answer("Source [3] gives it.\n#####\nIt uses 8 parallel heads [3].", SOURCES, TEXTS)
+    assert parsed.answer == "It uses 8 parallel heads [1]." and [s.n for s in parsed.sources] == [1]
+    # A citation that holds the answer's words stays, a second one that does not is dropped, and an uncited answer
+    # gets the source its words come from.
+    assert parse_answer("r\n#####\nBERT is pretrained on Wikipedia [2, 3].", SOURCES, TEXTS).answer == (
+        "BERT is pretrained on Wikipedia [2].")
+    assert parse_answer("r\n#####\nDropout is 0.1.", SOURCES, TEXTS).answer == "Dropout is 0.1 [3]."
+
+
+def test_citations_stand_when_the_texts_cannot_decide():
+    for reply in ("r\n#####\nYes [2].", "r\n#####\nIt is about cooking pasta [2]."):  # no word / none found
+        assert parse_answer(reply, SOURCES, TEXTS).answer == reply.split("\n")[-1]
+    # Without the texts (training's rewards parse this way) the model's citations are only checked for validity.
+    assert parse_answer("r\n#####\nIt uses 8 parallel heads [3].", SOURCES).answer == "It uses 8 parallel heads [3]."
+
+
 def test_abstention_is_detected_and_cites_nothing():
     for reply in (f"Nothing relevant [1].\n#####\n{ABSTAIN_ANSWER}", "r ##### The sources do not mention this [2].", ""):
         parsed = parse_answer(reply, SOURCES)
