@@ -189,8 +189,7 @@ class Ingestor:
                 NewChunk(c.text, c.page_start, c.page_end, c.section, c.ordinal, v)
                 for c, v in zip(chunks, vectors, strict=True)
             ]
-            doc = await self._db.complete_document(doc.id, rows)
-            await self._db.finish_job(job.id, doc.id)
+            doc = await self._db.complete_document(doc.id, rows, job_id=job.id)  # the job is done with it
             stages.append(("store", time.perf_counter() - clock))
         except Exception as error:
             # Broken mid-way: the document never became visible; record why and re-raise.

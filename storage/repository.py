@@ -202,9 +202,12 @@ class Repository:
         assert row is not None
         return _document(row)
 
-    async def complete_document(self, doc_id: int, chunks: Sequence[NewChunk]) -> DocumentRecord:
+    async def complete_document(
+        self, doc_id: int, chunks: Sequence[NewChunk], *, job_id: int | None = None
+    ) -> DocumentRecord:
         """Store the chunks, their full-text rows and token embeddings, and make the document ready — all in one
-        transaction, so search sees all of it or none of it. Bumps the index version.
+        transaction, so search sees all of it or none of it. Bumps the index version. With `job_id`, that ingestion
+        job is marked done in the same transaction: a crash never leaves a ready paper behind an unfinished job.
 
         Raises ValueError for chunks that cannot be stored (wrong embedding dim, no tokens, duplicate ordinals;
         nothing is written) and DocumentNotProcessing if the document is gone or no longer 'processing'.
@@ -241,6 +244,11 @@ class Repository:
                     "UPDATE documents SET status = 'ready', chunk_count = ?, error = NULL, updated_at = ? WHERE id = ?",
                     (len(chunks), now, doc_id),
                 )
+                if job_id is not None:
+                    await tx.execute(
+                        "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?",
+                        (doc_id, now, job_id),
+                    )
                 row = await tx.fetchone(f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = ?", (doc_id,))
         except sqlite3.IntegrityError as error:
             raise ValueError(f"document {doc_id}: chunks rejected by the database ({error}); nothing stored") from error

@@ -467,6 +467,24 @@ async def test_load_embeddings_returns_the_stored_vectors(db: Database) -> None:
 
 
 # --- jobs -------------------------------------------------------------------------------------------------------------
+async def test_completing_a_document_finishes_its_job_in_the_same_transaction(db: Database) -> None:
+    # A kill between "paper ready" and "job done" left a visible paper behind a running job (seen in
+    # test_cli's SIGKILL test); now one commit does both, and a failed completion does neither.
+    index = await db.get_or_create_index("web/local/jobs", ENCODER, CODEC_ID, DIM)
+    job = await db.create_job(index.id, "/uploads/a.pdf", "a.pdf", "sha-a", "alice")
+    await db.start_job(job.id)
+    doc = await db.create_document(index.id, "sha-a", "A", "a.pdf", "alice", page_count=1)
+    await db.attach_job_document(job.id, doc.id)
+    with pytest.raises(ValueError):
+        await db.complete_document(doc.id, [NewChunk("bad", 1, 1, None, 0, np.ones((3, DIM + 1), np.float32))],
+                                   job_id=job.id)  # a wrong embedding size: nothing is written
+    assert (await db.get_job(job.id)).status == "running" and await db.list_documents(index.id) == []
+    ready = await db.complete_document(doc.id, make_chunks(["text"]), job_id=job.id)
+    done = await db.get_job(job.id)
+    assert ready.status == "ready" and (done.status, done.document_id) == ("done", doc.id)
+    assert await db.unfinished_jobs() == []
+
+
 async def test_jobs_lifecycle_survives_a_restart(db_path: Path) -> None:
     async with await Database.open(db_path) as db:
         index = await db.get_or_create_index("discord/9/8", ENCODER, CODEC_ID, DIM)
