@@ -54,6 +54,4 @@ def supported_citations(answer: str, cited: Sequence[int], texts: Mapping[int, s
     if held[best] == 0:
         return list(cited)
     keep = [n for n in cited if held.get(n, 0) >= KEEP_SHARE * held[best]]
-    if keep == list(cited) and keep:
-        return keep
     return keep or [best]

@@ -478,9 +478,10 @@ def parse_answer(text: str, sources: Sequence[Source], texts: Sequence[str] = ()
         # answer shown then carries those numbers, so the reader still sees where it comes from.
         answer, cited = _with_citations(answer, named), named
     if texts and answer:
-        supported = supported_citations(_CITATION.sub("", answer), cited, dict(zip((s.n for s in sources), texts)))
+        bare = re.sub(r"[ \t]*" + _CITATION.pattern, "", answer)
+        supported = supported_citations(bare, cited, dict(zip((s.n for s in sources), texts)))
         if supported != cited:
-            answer, cited = _with_citations(re.sub(r"[ \t]*" + _CITATION.pattern, "", answer), supported), supported
+            answer, cited = _with_citations(bare, supported), supported
     by_n = {s.n: s for s in sources}
     chosen = tuple(by_n[n] for n in sorted(cited)) if cited else tuple(sources)
     return Answer(reasoning=reasoning, answer=answer, abstained=False, sources=chosen)

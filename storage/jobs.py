@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from storage.connection import Connection
 from storage.errors import JobNotFound
 from storage.records import JobRecord
-from storage.repository import utc_now
+from storage.repository import FINISH_JOB, utc_now
 
 _JOB_SELECT = """
     SELECT j.id, j.index_id, i.name AS index_name, j.path, j.filename, j.sha256, j.uploader, j.status, j.error,
@@ -104,10 +104,7 @@ class JobRepository:
     async def finish_job(self, job_id: int, document_id: int | None) -> JobRecord:
         """Mark a job done; `document_id` is the paper it produced (or the existing one it duplicated)."""
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?",
-                (document_id, utc_now(), job_id),
-            )
+            changed = await tx.execute(FINISH_JOB, (document_id, utc_now(), job_id))
         if not changed:
             raise JobNotFound(job_id)
         return await self.get_job(job_id)

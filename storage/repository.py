@@ -49,6 +49,11 @@ _DOC_COLUMNS = (
 MAX_SEARCH_LIMIT = 1000
 
 
+#: Marks an ingestion job done with the paper it produced: `JobRepository.finish_job`, and `complete_document` inside
+#: its own transaction.
+FINISH_JOB = "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?"
+
+
 def utc_now() -> str:
     """ISO-8601 UTC with milliseconds, e.g. 2025-01-31T12:00:00.000+00:00 (sorts as text, parses with fromisoformat)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -245,10 +250,7 @@ class Repository:
                     (len(chunks), now, doc_id),
                 )
                 if job_id is not None:
-                    await tx.execute(
-                        "UPDATE jobs SET status = 'done', document_id = ?, error = NULL, updated_at = ? WHERE id = ?",
-                        (doc_id, now, job_id),
-                    )
+                    await tx.execute(FINISH_JOB, (doc_id, now, job_id))
                 row = await tx.fetchone(f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = ?", (doc_id,))
         except sqlite3.IntegrityError as error:
             raise ValueError(f"document {doc_id}: chunks rejected by the database ({error}); nothing stored") from error
