@@ -39,12 +39,12 @@ def _reference(encoder: ColBERTEncoder, tokens: list[str], attend: int | None = 
     import torch
 
     ckpt = encoder._checkpoint
-    ids = torch.tensor([ckpt.tokenizer.convert_tokens_to_ids(tokens)])
+    ids = torch.tensor([[ckpt.tokenizer.token_to_id(t) for t in tokens]])
     mask = torch.ones_like(ids)
     if attend is not None:
         mask[0, attend:] = 0
     with torch.inference_mode():
-        hidden = ckpt.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = ckpt.bert(ids, mask)
         return torch.nn.functional.normalize(ckpt.linear(hidden), dim=-1)[0].numpy()
 
 
@@ -176,6 +176,53 @@ def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailable, match="not a ColBERT checkpoint"):
         ColBERTEncoder.load(str(tmp_path / "empty"), tmp_path, "cpu")
+
+
+def _edit_weights(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    edit(weights)
+    save_file(weights, str(folder / "model.safetensors"))
+
+
+def _edit_json(folder: Path, name: str, **changes: object) -> None:
+    (folder / name).write_text(json.dumps({**json.loads((folder / name).read_text()), **changes}))
+
+
+BROKEN = {  # what is wrong with the tiny checkpoint → what the refusal says
+    "no config.json": (lambda f: (f / "config.json").unlink(), "needs config.json and model.safetensors"),
+    "no weights": (lambda f: (f / "model.safetensors").unlink(), "not a ColBERT checkpoint"),
+    "no projection": (lambda f: _edit_weights(f, lambda w: w.pop("linear.weight")), "has no `linear.weight`"),
+    "projection shape": (
+        lambda f: _edit_weights(f, lambda w: w.update({"linear.weight": w["linear.weight"][:64]})),
+        r"linear.weight is \(64, 64\), expected \(128, 64\)",
+    ),
+    "BERT weight missing": (
+        lambda f: _edit_weights(f, lambda w: w.pop("bert.encoder.layer.1.output.dense.weight")),
+        r"lacks BERT weights \['encoder.layer.1.output.dense.weight'\]",
+    ),
+    "weights of another size": (lambda f: _edit_json(f, "config.json", intermediate_size=128), "does not fit"),
+    "other activation": (lambda f: _edit_json(f, "config.json", hidden_act="gelu_new"), "hidden_act 'gelu_new'"),
+    "marker not in vocabulary": (
+        lambda f: _edit_json(f, "artifact.metadata", query_token_id="[Q]"),
+        r"marker token \[Q\] is not in the vocabulary",
+    ),
+    "no tokenizer": (
+        lambda f: [(f / n).unlink() for n in ("tokenizer.json", "vocab.txt")],
+        "needs a WordPiece tokenizer",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN)
+def test_a_broken_checkpoint_is_refused_saying_why(broken: str, tiny_models: Path, tmp_path: Path) -> None:
+    edit, message = BROKEN[broken]
+    folder = tmp_path / "colbert"
+    shutil.copytree(tiny_models / "colbert", folder)
+    edit(folder)
+    with pytest.raises(ModelUnavailable, match=message):
+        ColBERTEncoder.load(str(folder), tmp_path, "cpu")
 
 
 # --- MaxSim -----------------------------------------------------------------------------------------------------------

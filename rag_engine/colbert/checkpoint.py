@@ -13,9 +13,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_engine.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+    from rag_engine.colbert.bert import BertEncoder
+    from rag_engine.colbert.wordpiece import WordPiece
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ CONFIG_FILES = [
     "vocab.txt",
 ]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# Keys in the weights that BertModel without its pooler does not use.
+# Keys in the weights that BERT without its pooler does not use.
 _IGNORED_KEYS = ("bert.pooler.", "bert.embeddings.position_ids")
 
 
@@ -68,9 +74,9 @@ class ColBERTCheckpoint:
     folder: Path
     model_id: str
     settings: ColBERTSettings
-    bert: Any  # transformers.BertModel
-    linear: Any  # torch.nn.Linear(hidden, dim, bias=False)
-    tokenizer: Any  # transformers fast tokenizer
+    bert: BertEncoder
+    linear: torch.nn.Linear  # (hidden → dim, no bias)
+    tokenizer: WordPiece
 
 
 def weights_file(folder: Path) -> Path | None:
@@ -111,9 +117,14 @@ def _load_state_dict(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(folder: Path, *, label: str | None = None) -> ColBERTCheckpoint:
-    """Read `folder` (colbert-ir layout). `label` names the model in `model_id` (default: the folder's name)."""
+    """Read `folder` (colbert-ir layout). `label` names the model in `model_id` (default: the folder's name).
+
+    Imports torch, safetensors and tokenizers, not transformers (seconds of a cold start; see bert.py).
+    """
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rag_engine.colbert.bert import BertConfig, BertEncoder
+    from rag_engine.colbert.wordpiece import load_wordpiece
 
     folder = Path(folder)
     weights = weights_file(folder)
@@ -122,22 +133,29 @@ def load_checkpoint(folder: Path, *, label: str | None = None) -> ColBERTCheckpo
             f"{folder} is not a ColBERT checkpoint: it needs config.json and {' or '.join(WEIGHT_FILES)}."
         )
     settings = read_settings(folder)
-    config = BertConfig.from_pretrained(folder)
+    try:
+        config = BertConfig.from_json(folder / "config.json")
+    except ValueError as error:
+        raise ModelUnavailable(f"{folder / 'config.json'}: {error}: not a BERT config this encoder runs.") from None
     state = _load_state_dict(weights)
     if "linear.weight" not in state:
         raise ModelUnavailable(f"{weights} has no `linear.weight`: not a ColBERT checkpoint (colbert-ir layout).")
 
-    bert = BertModel(config, add_pooling_layer=False)
     prefix = "bert."
     bert_state = {
         k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith(_IGNORED_KEYS)
     }
-    missing, unexpected = bert.load_state_dict(bert_state, strict=False)
-    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]  # buffers, not weights
+    expected = config.weight_names()
+    missing = [k for k in expected if k not in bert_state]
     if missing:
         raise ModelUnavailable(f"{weights} lacks BERT weights {missing[:5]}: not a ColBERT checkpoint.")
+    unexpected = sorted(set(bert_state) - set(expected) - {"embeddings.token_type_ids"})  # a buffer, not a weight
     if unexpected:
         log.warning("%s: ignoring unexpected weights %s", weights, unexpected[:5])
+    try:
+        bert = BertEncoder.from_hf_state(config, bert_state)
+    except RuntimeError as error:  # torch's size mismatch: weights of another shape than config.json says
+        raise ModelUnavailable(f"{weights} does not fit its config.json: {str(error).strip()[:300]}") from None
 
     projection = state["linear.weight"]
     if projection.shape != (settings.dim, config.hidden_size):
@@ -147,14 +165,11 @@ def load_checkpoint(folder: Path, *, label: str | None = None) -> ColBERTCheckpo
     linear = torch.nn.Linear(config.hidden_size, settings.dim, bias=False)
     with torch.no_grad():
         linear.weight.copy_(projection)
-    bert.eval()
     linear.eval()
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelUnavailable(f"{folder}: needs a fast (tokenizers) tokenizer, tokenizer.json or vocab.txt.")
+    tokenizer = load_wordpiece(folder)
     for marker in (settings.query_marker, settings.doc_marker):
-        if tokenizer.convert_tokens_to_ids(marker) in (None, tokenizer.unk_token_id):
+        if tokenizer.token_to_id(marker) in (None, tokenizer.unk_id):
             raise ModelUnavailable(f"{folder}: the marker token {marker} is not in the vocabulary.")
 
     model_id = f"{label or folder.name}@{weights_digest(weights)[:12]}"

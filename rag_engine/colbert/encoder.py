@@ -52,29 +52,21 @@ class ColBERTEncoder:
         self._bert = checkpoint.bert.to(self._device, self._dtype)
         self._linear = checkpoint.linear.to(self._device, self._dtype)
 
-        max_positions = int(checkpoint.bert.config.max_position_embeddings)
+        max_positions = checkpoint.bert.config.max_position_embeddings
         self._query_maxlen = settings.query_maxlen
         self._doc_maxlen = min(doc_maxlen or settings.doc_maxlen, max_positions)
         if self._query_maxlen < 4 or self._doc_maxlen < 4:
             raise ValueError("query_maxlen and doc_maxlen must leave room for [CLS], the marker and [SEP]")
 
-        tok = checkpoint.tokenizer
-        # A private copy of the Rust tokenizer without truncation or padding state: transformers' wrapper changes
-        # that state on every call, which is not safe across threads; this one is only read.
-        from tokenizers import Tokenizer
-
-        self._tokenizer = Tokenizer.from_str(tok.backend_tokenizer.to_str())
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        self._cls, self._sep = tok.cls_token_id, tok.sep_token_id
-        self._pad, self._mask = tok.pad_token_id, tok.mask_token_id
-        self._q_marker = tok.convert_tokens_to_ids(settings.query_marker)
-        self._d_marker = tok.convert_tokens_to_ids(settings.doc_marker)
+        tok = checkpoint.tokenizer  # only read from here on, so shared by the threads that encode
+        self._tokenizer = tok
+        self._cls, self._sep = tok.cls_id, tok.sep_id
+        self._pad, self._mask = tok.pad_id, tok.mask_id
+        self._q_marker = tok.token_to_id(settings.query_marker)
+        self._d_marker = tok.token_to_id(settings.doc_marker)
         # colbert-ai: the first token of each punctuation character, dropped from passages.
         self._skiplist = (
-            sorted({tok.encode(c, add_special_tokens=False)[0] for c in string.punctuation})
-            if settings.mask_punctuation
-            else []
+            sorted({tok.encode(c)[0] for c in string.punctuation}) if settings.mask_punctuation else []
         )
         self._lock = threading.Lock()  # one forward pass at a time: they share the cores anyway
 
@@ -124,19 +116,19 @@ class ColBERTEncoder:
 
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens of `text`, without [CLS]/[D]/[SEP] (what the chunker measures)."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self._tokenizer.encode(text))
 
     # --- encoding ----------------------------------------------------------------------------------------------------
     def _ids(self, texts: Sequence[str], marker: int, maxlen: int) -> list[list[int]]:
         """`[CLS] marker tokens[:maxlen-3] [SEP]` per text (colbert-ai: truncate to maxlen-1, insert the marker)."""
-        encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [[self._cls, marker, *e.ids[: maxlen - 3], self._sep] for e in encoded]
+        encoded = self._tokenizer.encode_batch(list(texts))
+        return [[self._cls, marker, *ids[: maxlen - 3], self._sep] for ids in encoded]
 
     def _forward(self, ids, attention):
         """(batch, length) ids → (batch, length, dim) projected vectors, float32, L2-normalised."""
         import torch
 
-        hidden = self._bert(input_ids=ids, attention_mask=attention).last_hidden_state
+        hidden = self._bert(ids, attention)
         vectors = self._linear(hidden).float()
         return torch.nn.functional.normalize(vectors, p=2, dim=-1)
 
