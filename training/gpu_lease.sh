@@ -27,9 +27,9 @@ if [[ $mode == pack ]]; then
     cache=${PAPERBOT_TEST_CACHE:-$HOME/.cache/paperbot-tests}
     src=$cache/real-models/$model
     rm -rf "$here"; mkdir -p "$here/c1" "$here/c2" "$here/c3"
-    dd if="$src" of="$here/c1/$model.0" bs=1M count=21 status=none
-    dd if="$src" of="$here/c2/$model.1" bs=1M skip=21 count=38 status=none
-    dd if="$src" of="$here/c3/$model.2" bs=1M skip=59 status=none
+    dd if="$src" of="$here/c1/$model.0" bs=1M count=20 status=none
+    dd if="$src" of="$here/c2/$model.1" bs=1M skip=20 count=38 status=none
+    dd if="$src" of="$here/c3/$model.2" bs=1M skip=58 status=none
     (cd "$(dirname "$src")" && sha256sum "$model") > "$here/c3/SHA256SUMS"
     cp -r .device/train/data "$here/c3/data"  # training/gpu_train.sh pack: papers, QASA, tiny encoder, records
     .venv/bin/python -c "
@@ -183,9 +183,12 @@ if [[ $mode == pipeline ]]; then
 from pathlib import Path; from training.export import vocabulary
 a, b = vocabulary(Path('$gguf')), vocabulary(Path('$work/export/model-f16.gguf'))
 print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} tuned {b}')" >> "$work/pipeline.log" 2>&1
+    # The harness runs on the CPU while the 3B step bench below uses the GPU: its quality figures do not depend on
+    # the machine, its seconds per answer then read high.
     log "evaluate: base vs tuned, grammar off, every question"
-    evaluate /tmp/lease-repo eval-base-vs-tuned 16 --gguf "$gguf" --gguf "$work/export/model-q4_k_m.gguf" \
-        --grammar off --qasa-limit "${QASA_LIMIT:-30}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT}
+    evaluate /tmp/lease-repo eval-base-vs-tuned "${EVAL_THREADS:-12}" --gguf "$gguf" --gguf "$work/export/model-q4_k_m.gguf" \
+        --grammar off --qasa-limit "${QASA_LIMIT:-30}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT} &
+    eval_pid=$!
     if [[ -z ${NO_3B:-} ]]; then
         log "GRPO step time and memory, Qwen2.5-3B shape"
         python3 bench/bench_grpo_step.py --llama-src /tmp/lease-src/llama.cpp --data "$data" --work /tmp/grpo3b \
@@ -199,6 +202,14 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
         tail -30 "$work/grpo3b.log" > "$work/out/grpo3b-table.txt"
         tail -40 "$work/grpo3b-unsloth.log" >> "$work/out/grpo3b-table.txt"
     fi
+    wait "$eval_pid"; log "evaluate: done"
+    # issue 13's GPU search figure, once the GPU and the CPU are free (the sample rides along with a wait call)
+    while [[ -n ${SEARCH_GPU:-} && ! -f $work/search-real.npz ]] && (( $(date +%s) < $(stat -c %Y "$work/pipeline.log") + 120 )); do sleep 5; done
+    if [[ -f $work/search-real.npz ]]; then
+        log "search on the GPU, 10k and 100k chunks"
+        timeout 300 python3 bench/bench_search.py --device cuda --chunks 10000,100000 --repeats 3 \
+            --sample "$work/search-real.npz" > "$work/out/search-gpu.txt" 2>&1 || log "search bench failed"
+    fi
     log "done"; touch "$work/pipeline.done"; exit 0
 fi
 
@@ -210,6 +221,7 @@ if [[ $mode == wait ]]; then
                 && log "installed $(ls "$d" | wc -l) wheels from $d"
         fi
     done
+    [[ ! -f .device/search-real.npz ]] || cp .device/search-real.npz "$work/"
     end=$(( $(date +%s) + ${2:-500} ))
     while [[ ! -f $work/pipeline.done ]] && (( $(date +%s) < end )); do sleep 10; done
     tail -45 "$work/pipeline.log" 2>/dev/null
@@ -225,7 +237,7 @@ if [[ $mode == wait ]]; then
     (cd "$work" && tar czf /tmp/summaries.tgz out *.log *.out sft/run.json grpo/run.json export/export.json \
         eval-*/results.json eval-*/records.jsonl data/prep/manifest.json /tmp/grpo3b/run-*/run.json 2>/dev/null) || true
     cp /tmp/summaries.tgz "$OUT/"
-    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md; do
+    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md search-gpu.txt; do
         [[ -f $work/out/$f ]] && cp "$work/out/$f" "$OUT/"
     done
     ls "$work/out"; ls -la "$OUT"; exit 0
