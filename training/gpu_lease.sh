@@ -204,7 +204,8 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
     fi
     wait "$eval_pid"; log "evaluate: done"
     # issue 13's GPU search figure, once the GPU and the CPU are free (the sample rides along with a wait call)
-    while [[ -n ${SEARCH_GPU:-} && ! -f $work/search-real.npz ]] && (( $(date +%s) < $(stat -c %Y "$work/pipeline.log") + 120 )); do sleep 5; done
+    deadline=$(( $(date +%s) + 120 ))
+    while [[ -n ${SEARCH_GPU:-} && ! -f $work/search-real.npz ]] && (( $(date +%s) < deadline )); do sleep 5; done
     if [[ -f $work/search-real.npz ]]; then
         log "search on the GPU, 10k and 100k chunks"
         timeout 300 python3 bench/bench_search.py --device cuda --chunks 10000,100000 --repeats 3 \
