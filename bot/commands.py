@@ -76,29 +76,48 @@ class ProgressBar:
 
 
 async def ingest(settings: Settings, *, index: str, files: Sequence[Path]) -> int:
-    failed = False
     async with _engine(settings) as engine:
         await engine.resume_jobs()
-        for path in files:
-            try:
-                data = await asyncio.to_thread(Path(path).read_bytes)
-            except OSError as error:
-                print(f"{path}\tfailed: cannot read the file ({error.strerror})")
-                failed = True
-                continue
-            bar = ProgressBar(Path(path).name)
-            try:
-                report = await engine.ingest(index, data, Path(path).name, uploader="cli", progress=bar)
-            finally:
-                bar.close()
-            if report.status == "indexed":
-                print(f"{path}\tindexed: {report.title} ({plural(report.pages, 'page')})")
-            elif report.status == "duplicate":
-                print(f"{path}\talready indexed")
-            else:
-                print(f"{path}\tfailed: {report.message}")
-                failed = True
+        # One more file in flight than the engine reads at once: while one paper is encoded, the next ones are read
+        # (each in its own child process). Results print in the order the files were given.
+        width = min(len(files), engine.ingestor.readers + 1) or 1
+        gate = asyncio.Semaphore(width)
+
+        async def one(path: Path) -> tuple[bool, str]:
+            async with gate:
+                return await _ingest_file(engine, index, path, show_bar=width == 1)
+
+        tasks = [asyncio.create_task(one(Path(path))) for path in files]
+        failed = False
+        try:
+            for task in tasks:
+                ok, line = await task
+                print(line, flush=True)
+                failed |= not ok
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     return EXIT_FAILED if failed else 0
+
+
+async def _ingest_file(engine: Engine, index: str, path: Path, *, show_bar: bool) -> tuple[bool, str]:
+    """Index one file: whether it went in (or already was), and the line that says so."""
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as error:
+        return False, f"{path}\tfailed: cannot read the file ({error.strerror})"
+    bar = ProgressBar(path.name) if show_bar else None
+    try:
+        report = await engine.ingest(index, data, path.name, uploader="cli", progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if report.status == "indexed":
+        return True, f"{path}\tindexed: {report.title} ({plural(report.pages, 'page')})"
+    if report.status == "duplicate":
+        return True, f"{path}\talready indexed"
+    return False, f"{path}\tfailed: {report.message}"
 
 
 async def search(

@@ -47,6 +47,10 @@ class Ingestor:
         self._running: set[asyncio.Task[IngestReport]] = set()
         self._owner = new_owner()  # holds the jobs this process works on
         self._uploads_lock = asyncio.Lock()
+        #: one child process per PDF being read: a flood of uploads queues here instead of forking without bound,
+        #: and a paper being encoded leaves the cores to the next ones' reading
+        self.readers = settings.pdf_readers or min(8, os.cpu_count() or 1)
+        self._reading = asyncio.Semaphore(self.readers)
 
     async def ingest(
         self,
@@ -147,11 +151,17 @@ class Ingestor:
         s = self._settings
         clock = time.perf_counter()
         try:
-            await progress(IngestProgress(f"Reading {job.filename}…"))
-            budget = ExtractionBudget(cpu_seconds=s.pdf_cpu_seconds, memory_bytes=s.pdf_memory_mb << 20)
-            pdf = await extract_pdf_isolated(  # a killable child process: hostile files cost at most `budget`
-                data, max_bytes=int(s.max_file_mb * 1024 * 1024), max_pages=s.max_pages, filename=job.filename, budget=budget
-            )
+            if self._reading.locked():
+                await progress(IngestProgress(f"Waiting to read {job.filename}: {plural(self.readers, 'paper')} "
+                                              "being read already…"))
+            async with self._reading:
+                clock = time.perf_counter()  # the wait is not reading time
+                await progress(IngestProgress(f"Reading {job.filename}…"))
+                budget = ExtractionBudget(cpu_seconds=s.pdf_cpu_seconds, memory_bytes=s.pdf_memory_mb << 20)
+                pdf = await extract_pdf_isolated(  # a killable child process: hostile files cost at most `budget`
+                    data, max_bytes=int(s.max_file_mb * 1024 * 1024), max_pages=s.max_pages, filename=job.filename,
+                    budget=budget,
+                )
         except UnsupportedFile as error:
             await self._db.fail_job(job.id, str(error))
             await self.release_uploads([job.sha256])

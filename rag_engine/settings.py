@@ -58,6 +58,10 @@ class EngineSettings(BaseSettings):
         120.0, gt=0, description="CPU time reading one PDF may take (in a child process) before it is refused."
     )
     pdf_memory_mb: int = Field(2048, ge=256, description="Address space reading one PDF may use, in MiB.")
+    pdf_readers: int = Field(
+        0, ge=0, description="PDFs read at the same time, each in its own child process; more uploads wait their turn "
+        "(0: one per CPU core, at most 8).",
+    )
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are refused.")
     job_retention_days: float = Field(30.0, gt=0, description="Finished ingestion jobs are pruned after this many days.")
     answer_retention_days: float = Field(

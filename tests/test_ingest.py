@@ -125,3 +125,41 @@ async def test_an_index_refuses_vectors_from_another_encoder(settings: Settings,
         with pytest.raises(EncoderMismatch, match="Re-encode"):
             await engine.search("other", "anything", mode="colbert")
         assert (await engine.search("other", "anything", mode="lexical")).hits == []
+
+
+async def test_a_flood_of_uploads_reads_at_most_pdf_readers_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads arriving together queue for the PDF readers (child processes) and tell the user so; all get indexed."""
+    import asyncio
+
+    from rag_engine import ingest as ingest_module
+
+    real = ingest_module.extract_pdf_isolated
+    reading = peak = 0
+
+    async def counted(*args, **kwargs):
+        nonlocal reading, peak
+        reading += 1
+        peak = max(peak, reading)
+        try:
+            return await real(*args, **kwargs)
+        finally:
+            reading -= 1
+
+    monkeypatch.setattr(ingest_module, "extract_pdf_isolated", counted)
+    settings.pdf_readers = 2
+    papers = sorted(REAL_PDFS.glob("*.pdf"))[:5]
+    said: list[str] = []
+
+    async def progress(step) -> None:
+        said.append(step.message)
+
+    async with Engine.open(settings) as engine:
+        reports = await asyncio.gather(
+            *(engine.ingest("flood", p.read_bytes(), p.name, progress=progress) for p in papers)
+        )
+        assert [r.status for r in reports] == ["indexed"] * len(papers)
+        assert peak == 2
+        assert sum(m.startswith("Waiting to read") and "2 papers being read already" in m for m in said) >= 3
+        assert len(await engine.papers("flood")) == len(papers)

@@ -203,6 +203,11 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
         tail -40 "$work/grpo3b-unsloth.log" >> "$work/out/grpo3b-table.txt"
     fi
     wait "$eval_pid"; log "evaluate: done"
+    # issue 13's ingest figure: 15 distinct copies of the 8 papers (~2,100 pages), one and 8 papers at a time
+    log "ingest on the GPU"
+    mkdir -p "$work/allpdfs" && ln -sf "$work"/data/pdfs/*.pdf "$work"/data/train-pdfs/*.pdf "$work/allpdfs/"
+    timeout 300 python3 bench/bench_ingest.py --models "$work/data" --base --device cuda --papers "$work/allpdfs" \
+        --copies 15 --concurrency 1,8 > "$work/out/ingest-gpu.txt" 2>&1 || log "ingest bench failed"
     # issue 13's GPU search figure, once the GPU and the CPU are free (the sample rides along with a wait call)
     deadline=$(( $(date +%s) + 120 ))
     while [[ -n ${SEARCH_GPU:-} && ! -f $work/search-real.npz ]] && (( $(date +%s) < deadline )); do sleep 5; done
@@ -238,7 +243,7 @@ if [[ $mode == wait ]]; then
     (cd "$work" && tar czf /tmp/summaries.tgz out *.log *.out sft/run.json grpo/run.json export/export.json \
         eval-*/results.json eval-*/records.jsonl data/prep/manifest.json /tmp/grpo3b/run-*/run.json 2>/dev/null) || true
     cp /tmp/summaries.tgz "$OUT/"
-    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md search-gpu.txt; do
+    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md search-gpu.txt ingest-gpu.txt; do
         [[ -f $work/out/$f ]] && cp "$work/out/$f" "$OUT/"
     done
     ls "$work/out"; ls -la "$OUT"; exit 0
