@@ -49,7 +49,7 @@ class Engine:
         self.encoders = EncoderService(settings)
         self.ingestor = Ingestor(db, self.encoders, settings)
         cache = VectorCache(int(settings.vector_cache_mb * 2**20))
-        scorer = CompressedScorer(db, cache=cache, device=settings.device)
+        scorer = CompressedScorer(db, cache=cache, device=settings.device, rerank=settings.rerank_depth)
         self.retriever = Retriever(db, scorer, self.encoders.encode_query)
 
     @classmethod

@@ -47,6 +47,10 @@ class EngineSettings(BaseSettings):
         "asking the model. It depends on the encoder: 0.45 was chosen for all-MiniLM-L6 in the colbert-ir layout "
         "(docs/evaluation.md); colbert-ir/colbertv2.0 is untested.",
     )
+    rerank_depth: int = Field(
+        32, ge=0, description="A compressed index's best passages re-scored exactly from their float16 vectors on disk "
+        "(0: the compressed scores alone).",
+    )
     vector_cache_mb: float = Field(
         1024.0, ge=0, description="Decoded token vectors kept in memory across all channels (MiB), least recent out first."
     )

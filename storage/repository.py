@@ -417,6 +417,26 @@ class Repository:
         codec = codecs.get_codec(index.codec)
         return await asyncio.to_thread(assemble_embeddings, rows, codec, index.dim, index.version)
 
+    async def load_chunk_embeddings(self, index_id: int, chunk_ids: Sequence[int]) -> EmbeddingMatrix:
+        """The stored token vectors of the given chunks, in the order asked; chunks not (or no longer) searchable in
+        this index are left out. For re-scoring a compressed index's best passages exactly."""
+        index = await self.get_index_by_id(index_id)
+        wanted = list(dict.fromkeys(int(chunk_id) for chunk_id in chunk_ids))
+        rows = await self._db.fetchall(
+            """
+            SELECT e.chunk_id, e.n_tokens, e.vectors
+            FROM embeddings e
+            JOIN chunks c ON c.id = e.chunk_id
+            JOIN documents d ON d.id = c.document_id
+            WHERE e.chunk_id IN (SELECT value FROM json_each(?)) AND d.index_id = ? AND d.status = 'ready'
+            """,
+            (_json_ints(wanted), index_id),
+        )
+        position = {chunk_id: i for i, chunk_id in enumerate(wanted)}
+        rows = sorted(rows, key=lambda row: position[int(row[0])])
+        codec = codecs.get_codec(index.codec)
+        return await asyncio.to_thread(assemble_embeddings, rows, codec, index.dim, index.version)
+
     # === helpers ======================================================================================================
     async def _index_name(self, index_id: int) -> str:
         row = await self._db.fetchone("SELECT name FROM indexes WHERE id = ?", (index_id,))
@@ -451,7 +471,8 @@ def assemble_embeddings(rows: Sequence[sqlite3.Row], codec: codecs.Codec, dim: i
     n_tokens = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(n_tokens, out=offsets[1:])
-    vectors = codec.decode(b"".join(row[2] for row in rows), dim)
+    # a bytearray, so the view is writable: torch would warn on every read-only array it is handed
+    vectors = codec.decode(bytearray().join(row[2] for row in rows), dim)
     if len(vectors) != offsets[-1]:
         raise ValueError(f"stored embeddings hold {len(vectors)} vectors, token counts say {offsets[-1]}")
     return EmbeddingMatrix(

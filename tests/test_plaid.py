@@ -141,6 +141,45 @@ async def test_scorer_compresses_on_first_search_and_follows_papers_added_and_re
     assert best not in {c for c, _ in await scorer.top_k(index, q, 10)}
 
 
+async def test_the_compressed_ranking_is_rescored_exactly_from_the_stored_vectors(db: Database) -> None:
+    """With the rerank (default), the best passages and their scores are brute force's; without it, the compressed
+    index's approximate scores come back."""
+    vectors, offsets = synthetic_index(600, seed=8)
+    index = await db.get_or_create_index("big", "enc", CODEC_ID, DIM)
+    await add_paper(db, index.id, "a", vectors, offsets)
+    brute = BruteForceScorer(db)
+    exact = CompressedScorer(db, min_tokens=1000, device="cpu")
+    rough = CompressedScorer(db, min_tokens=1000, device="cpu", rerank=0)
+    differ = 0
+    for q in queries(vectors, offsets, 10, seed=9):
+        expected = await brute.top_k(index, q, 10)
+        got = await exact.top_k(index, q, 10)
+        assert [c for c, _ in got] == [c for c, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-3)
+        approximate = await rough.top_k(index, q, 10)
+        differ += any(abs(a - b) > 1e-3 for (_, a), (_, b) in zip(approximate, expected))
+    assert differ  # the rerank is what made them equal
+
+
+async def test_stored_vectors_of_chosen_chunks_come_in_the_order_asked(db: Database) -> None:
+    vectors, offsets = synthetic_index(20, seed=10)
+    index = await db.get_or_create_index("mine", "enc", CODEC_ID, DIM)
+    other = await db.get_or_create_index("other", "enc", CODEC_ID, DIM)
+    await add_paper(db, index.id, "a", vectors, offsets)
+    elsewhere = await add_paper(db, other.id, "b", vectors, offsets)
+    everything = await db.load_embeddings(index.id)
+    ids = [int(c) for c in everything.chunk_ids]
+    foreign = int((await db.load_embeddings(other.id, doc_id=elsewhere)).chunk_ids[0])
+    picked = await db.load_chunk_embeddings(index.id, [ids[7], ids[2], foreign, ids[7], 10**9])
+    assert picked.chunk_ids.tolist() == [ids[7], ids[2]]
+    for i, chunk_id in enumerate(picked.chunk_ids):
+        row = ids.index(int(chunk_id))
+        np.testing.assert_array_equal(
+            picked.vectors[picked.offsets[i] : picked.offsets[i + 1]],
+            everything.vectors[everything.offsets[row] : everything.offsets[row + 1]],
+        )
+
+
 async def test_small_indexes_stay_float16_and_are_scored_exactly(db: Database) -> None:
     vectors, offsets = synthetic_index(30, seed=6)
     index = await db.get_or_create_index("small", "enc", CODEC_ID, DIM)

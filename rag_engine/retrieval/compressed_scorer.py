@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag_engine.colbert.maxsim import maxsim_batch
 from rag_engine.retrieval import residual
 from rag_engine.retrieval.cache import VectorCache
 from rag_engine.retrieval.scorer import BruteForceScorer, Scorer
@@ -34,11 +35,19 @@ RETRAIN_GROWTH = 4
 #: Chunks compressed and written per transaction (progress is logged after each).
 COMPRESS_BATCH = 2000
 DEFAULT_CACHE_BYTES = 1 << 30
+#: The compressed ranking's best passages re-scored with their stored float16 vectors. At 32, the top 10 on real
+#: MiniLM vectors is the float16 index's own (bench/bench_compression.py: 1.000 overlap, 0.910 without it).
+RERANK_DEPTH = 32
 
 
 class CompressedScorer(Scorer):
     """ColBERTv2-style residual compression with PLAID-style candidate pruning, on the CPU or a GPU. `scheme`: "pq"
-    (40 bytes per token at 128 dims) or "scalar" with `nbits` per dimension (see residual.py)."""
+    (40 bytes per token at 128 dims) or "scalar" with `nbits` per dimension (see residual.py).
+
+    Memory holds only the compressed index; the float16 rows stay on disk, and the best `rerank` passages of the
+    compressed ranking are read back and scored exactly, so the ranking and its scores (which the relevance gate
+    reads) are the float16 index's wherever the compressed ranking keeps the true best ones within its first `rerank`.
+    """
 
     def __init__(
         self,
@@ -51,8 +60,10 @@ class CompressedScorer(Scorer):
         min_tokens: int = MIN_TOKENS,
         nprobe: int | None = None,
         ndocs: int | None = None,
+        rerank: int = RERANK_DEPTH,
     ) -> None:
         self._db = db
+        self._rerank = rerank
         self._cache = cache if cache is not None else VectorCache(DEFAULT_CACHE_BYTES)
         self._fallback = BruteForceScorer(db, cache=self._cache)
         self._device = device
@@ -71,7 +82,15 @@ class CompressedScorer(Scorer):
             return await self._fallback.top_k(index, query, k, doc_id=doc_id)
         from rag_engine.retrieval.plaid import pruned_top_k
 
-        return await asyncio.to_thread(pruned_top_k, compressed, query, k, **self._pruning)
+        ranked = await asyncio.to_thread(pruned_top_k, compressed, query, max(k, self._rerank), **self._pruning)
+        if not self._rerank or not ranked:
+            return ranked[:k]
+        stored = await self._db.load_chunk_embeddings(index.id, [chunk_id for chunk_id, _ in ranked])
+        if len(stored.chunk_ids) == 0:  # every candidate's paper was removed meanwhile
+            return []
+        scores = await asyncio.to_thread(maxsim_batch, query, stored.vectors, stored.offsets)
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(stored.chunk_ids[i]), float(scores[i])) for i in best]
 
     async def load(self, index: IndexRecord, doc_id: int | None = None) -> CompressedIndex | None:
         """The index (or one paper of it) compressed and in memory; None while the index is below `min_tokens`."""
