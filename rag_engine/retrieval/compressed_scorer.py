@@ -82,7 +82,8 @@ class CompressedScorer(Scorer):
             return await self._fallback.top_k(index, query, k, doc_id=doc_id)
         from rag_engine.retrieval.plaid import pruned_top_k
 
-        ranked = await asyncio.to_thread(pruned_top_k, compressed, query, max(k, self._rerank), **self._pruning)
+        # the rerank's extra candidates come from the passages pruning decompresses for k anyway: no extra cost there
+        ranked = await asyncio.to_thread(pruned_top_k, compressed, query, k, keep=self._rerank, **self._pruning)
         if not self._rerank or not ranked:
             return ranked[:k]
         stored = await self._db.load_chunk_embeddings(index.id, [chunk_id for chunk_id, _ in ranked])

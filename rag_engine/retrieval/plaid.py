@@ -136,9 +136,11 @@ def pruned_top_k(
     nprobe: int = NPROBE,
     ndocs: int = NDOCS,
     ndecode: int | None = None,
+    keep: int | None = None,
 ) -> list[tuple[int, float]]:
     """Best-first (chunk_id, MaxSim) of the k best passages; only the most promising `ndecode` (`ndocs / 2` unless
-    given) are decompressed."""
+    given) are decompressed. `keep` (≥ k) returns that many of the decompressed ones instead, at k's cost (for an
+    exact rerank of more candidates than are wanted)."""
     if len(index) == 0 or k <= 0:
         return []
     device = index.codes.device
@@ -172,7 +174,7 @@ def pruned_top_k(
         local = torch.repeat_interleave(torch.arange(len(passages), device=device), lengths)
         sims = q @ index.decode(rows).T
         exact = _segment_scores(sims, local, len(passages))
-        order = torch.argsort(exact, descending=True, stable=True)[:k]
+        order = torch.argsort(exact, descending=True, stable=True)[: max(k, keep or 0)]
         best = passages[order].cpu().numpy()
         values = exact[order].cpu().numpy()
     return [(int(index.chunk_ids[p]), float(s)) for p, s in zip(best, values, strict=True)]
