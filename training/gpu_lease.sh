@@ -196,7 +196,7 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
         # Unsloth pins trl <= 1.15 and datasets < 5: its wheels (carried by the wait calls) live in their own folder,
         # first on the path for this run only
         log "the same with Unsloth ($(ls -d /tmp/site-uns/unsloth /tmp/site-uns/bitsandbytes 2>/dev/null | wc -l) of 2 packages here)"
-        HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site-uns:$PYTHONPATH TORCH_EXTENSIONS_DIR=$(mktemp -d) timeout 420 python3 \
+        HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site-uns:$PYTHONPATH TORCH_EXTENSIONS_DIR=$(mktemp -d) timeout "${UNSLOTH_SECONDS:-420}" python3 \
             bench/bench_grpo_step.py --llama-src /tmp/lease-src/llama.cpp --data "$data" --work /tmp/grpo3b \
             --steps "${STEPS_3B:-3}" --backends on > "$work/grpo3b-unsloth.log" 2>&1
         tail -30 "$work/grpo3b.log" > "$work/out/grpo3b-table.txt"
