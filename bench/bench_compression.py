@@ -55,6 +55,14 @@ def top(scores: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
 
 
+def reranked_top(index: CompressedIndex, q: np.ndarray, f16: np.ndarray, offsets: np.ndarray, k: int) -> list[int]:
+    """What CompressedScorer returns: the pruned ranking's first RERANK_DEPTH re-scored from the float16 rows."""
+    candidates = [c for c, _ in pruned_top_k(index, q, k, keep=RERANK_DEPTH)]
+    rows = [f16[offsets[c] : offsets[c + 1]] for c in candidates]
+    scores = maxsim_batch(q, np.concatenate(rows), np.concatenate([[0], np.cumsum([len(r) for r in rows])]))
+    return [candidates[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
 def fidelity(
     name: str, vectors: np.ndarray, offsets: np.ndarray, queries: list[np.ndarray], scheme: str, nbits: int = 2,
     groups: int | None = None, n_centroids: int | None = None,
@@ -88,10 +96,7 @@ def fidelity(
         pruned_overlap.append(len(reference & {c for c, _ in pruned}) / 10)
         # what the scorer returns: the pruned top RERANK_DEPTH re-scored exactly from the float16 rows
         t = time.perf_counter()
-        candidates = [c for c, _ in pruned_top_k(index, q, 10, keep=RERANK_DEPTH)]
-        rows = [f16[offsets[c] : offsets[c + 1]] for c in candidates]
-        exact_rows = maxsim_batch(q, np.concatenate(rows), np.concatenate([[0], np.cumsum([len(r) for r in rows])]))
-        reranked = {candidates[i] for i in np.argsort(-exact_rows, kind="stable")[:10]}
+        reranked = set(reranked_top(index, q, f16, offsets, 10))
         reranked_ms.append((time.perf_counter() - t) * 1000)
         reranked_overlap.append(len(reference & reranked) / 10)
     per_token = 2 + packed.shape[1]  # uint16 centroid id + packed residual
@@ -122,10 +127,15 @@ def noise_overlap(vectors: np.ndarray, offsets: np.ndarray, queries: list[np.nda
     ]))
 
 
-def recall_at_5(index: CompressedIndex | None, q_vectors, f16, offsets, where, questions) -> int:
+def recall_at_5(index: CompressedIndex | None, q_vectors, f16, offsets, where, questions, rerank: bool = False) -> int:
     found = 0
     for q, (paper, _, pages) in zip(q_vectors, questions, strict=True):
-        ids = [c for c, _ in pruned_top_k(index, q, 5)] if index is not None else top(maxsim_batch(q, f16, offsets), 5)
+        if index is None:
+            ids = top(maxsim_batch(q, f16, offsets), 5)
+        elif rerank:
+            ids = reranked_top(index, q, f16, offsets, 5)
+        else:
+            ids = [c for c, _ in pruned_top_k(index, q, 5)]
         found += any(where[i][0] == paper and where[i][1] in pages for i in ids)
     return found
 
@@ -196,6 +206,8 @@ def main() -> None:
         for result in results:
             got = recall_at_5(result["index"], q_vectors[:10], f16, offsets, where, QUESTIONS)
             print(f"| {result['label']}, pruned | {got}/10 |")
+            got = recall_at_5(result["index"], q_vectors[:10], f16, offsets, where, QUESTIONS, rerank=True)
+            print(f"| {result['label']}, pruned, top {RERANK_DEPTH} re-scored from float16 | {got}/10 |")
 
         print("\nWhat top-10 overlap float16 MaxSim keeps under isotropic noise of a given mean cosine (same vectors "
               "and queries):\n")
