@@ -46,7 +46,7 @@ async def main() -> None:
         rows.append((step, process.memory_info().rss, extra))
 
     sample = synthetic.real_sample()
-    path = synthetic.ROOT / ".device" / f"search-{args.chunks}.sqlite3"
+    path = synthetic.ROOT / ".device" / f"search-f16-{args.chunks}.sqlite3"
     if not path.exists():
         await synthetic.build(path, args.chunks, sample)
     del sample

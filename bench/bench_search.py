@@ -52,7 +52,7 @@ async def _timed(fn, inputs, repeats: int) -> list[tuple[float, float]]:
 
 
 async def bench_size(n: int, sample: synthetic.RealSample, device: str, repeats: int) -> None:
-    path = synthetic.ROOT / ".device" / f"search-{n}.sqlite3"
+    path = synthetic.ROOT / ".device" / f"search-f16-{n}.sqlite3"
     if not path.exists():
         await synthetic.build(path, n, sample)
     async with await Database.open(path) as db:

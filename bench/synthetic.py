@@ -6,10 +6,10 @@ codebook of search's scheme ("pq", residual.py) on those vectors and compresses 
 chunks whose compressed rows are real passages' rows with 10 % of centroid ids and 10 % of residual bytes redrawn
 from the real ones, and whose text is the real passage's (so BM25 works on real words).
 
-Shortcut, stated in every table: each chunk's float16 row holds one placeholder vector (search reads only the
-compressed rows). Real float16 rows for 100k chunks would be 4.6 GB of disk, and k-means + assignment over 18 M
-vectors takes about an hour on the 2-core CPU (seconds on a GPU); compression fidelity is measured separately, on
-real vectors, by bench_compression.py.
+Each chunk's float16 rows (what search re-scores its best 32 passages with, read back from SQLite) are its compressed
+rows decompressed: the right size and the same vectors the compressed index approximates, ~3.5 GB of disk at 100k
+chunks. The codebook is the sample's (k-means + assignment over 18 M vectors takes about an hour on the 2-core CPU);
+compression fidelity is measured separately, on real vectors, by bench_compression.py.
 """
 
 from __future__ import annotations
@@ -115,22 +115,25 @@ async def build(db_path: Path, n_chunks: int, sample: RealSample, seed: int = 0)
             cutoffs=sample.book.cutoffs, weights=sample.book.weights, codewords=sample.book.codewords,
             rotation=sample.book.rotation,
         )
-        placeholder = sample.book.centroids[:1].astype(np.float32)
         for first in range(0, n_chunks, CHUNKS_PER_PAPER):
             picks = base[first : first + CHUNKS_PER_PAPER]
             doc = await db.create_document(index.id, f"sha{first}", f"Paper {first}", f"p{first}.pdf", None, 1)
-            chunks = [NewChunk(sample.texts[j], 1, 1, None, i, placeholder) for i, j in enumerate(picks)]
+            rows = _rows(sample, picks, rng)
+            chunks = [
+                NewChunk(sample.texts[j], 1, 1, None, i, residual.decompress(sample.book, codes, packed))
+                for i, (j, (codes, packed)) in enumerate(zip(picks, rows, strict=True))
+            ]
             await db.complete_document(doc.id, chunks)
-            # the chunks just written are exactly those without compressed rows yet
+            # the chunks just written are exactly those without compressed rows yet, in ordinal order
             ids = (await db.load_uncompressed(index.id, generation, len(picks))).chunk_ids.tolist()
-            await db.store_compressed(index.id, generation, _rows(sample, picks, ids, rng))
+            await db.store_compressed(index.id, generation, [(i, *row) for i, row in zip(ids, rows, strict=True)])
     print(f"(built {n_chunks:,} chunks in {time.perf_counter() - started:.0f} s: {db_path})")
 
 
-def _rows(sample: RealSample, picks: np.ndarray, ids: list[int], rng: np.random.Generator):
+def _rows(sample: RealSample, picks: np.ndarray, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     rows = []
     n_tokens = len(sample.codes)
-    for chunk_id, j in zip(ids, picks, strict=True):
+    for j in picks:
         lo, hi = int(sample.offsets[j]), int(sample.offsets[j + 1])
         codes = sample.codes[lo:hi].copy()
         packed = sample.packed[lo:hi].copy()
@@ -138,5 +141,5 @@ def _rows(sample: RealSample, picks: np.ndarray, ids: list[int], rng: np.random.
         codes[redraw] = sample.codes[rng.integers(0, n_tokens, int(redraw.sum()))]
         bytes_redraw = rng.random(packed.shape) < REDRAWN
         packed[bytes_redraw] = sample.packed.reshape(-1)[rng.integers(0, sample.packed.size, int(bytes_redraw.sum()))]
-        rows.append((chunk_id, codes, packed))
+        rows.append((codes, packed))
     return rows
