@@ -74,7 +74,7 @@ if [[ $mode == run ]]; then
     fi
     if arrived "$work/search-real.npz" 30; then
         log "search on the GPU, 10k and 100k chunks"
-        timeout 300 python3 bench/bench_search.py --device cuda --chunks 10000,100000 --repeats 3 \
+        timeout 420 python3 bench/bench_search.py --device cuda --chunks 10000,100000 --repeats 3 \
             --sample "$work/search-real.npz" > "$work/out/search-gpu.txt" 2>&1 || log "search bench failed"
     fi
     log "done"; touch "$work/done"; exit 0
