@@ -188,3 +188,35 @@ async def test_small_indexes_stay_float16_and_are_scored_exactly(db: Database) -
     scorer = CompressedScorer(db, min_tokens=10_000, cache=VectorCache(1 << 20), device="cpu")
     assert await scorer.top_k(index, q, 5) == await BruteForceScorer(db).top_k(index, q, 5)
     assert await db.get_codebook(index.id) is None
+
+
+async def test_hybrid_search_runs_bm25_while_colbert_scores(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two rankings overlap in time: ColBERT's scorer is still working when BM25 has started (and the reverse
+    order would deadlock here), and both lists reach the fusion."""
+    import asyncio
+
+    from rag_engine.retrieval.search import Retriever
+
+    vectors, offsets = synthetic_index(30, seed=11)
+    index = await db.get_or_create_index("both", "enc", CODEC_ID, DIM)
+    await add_paper(db, index.id, "a", vectors, offsets)
+    bm25_started = asyncio.Event()
+    real_lexical = db.lexical_search
+
+    async def lexical(*args, **kwargs):
+        bm25_started.set()
+        return await real_lexical(*args, **kwargs)
+
+    class WaitingScorer(BruteForceScorer):
+        async def top_k(self, index, query, k, doc_id=None):  # type: ignore[no-untyped-def]
+            await asyncio.wait_for(bm25_started.wait(), timeout=5)
+            return await super().top_k(index, query, k, doc_id=doc_id)
+
+    monkeypatch.setattr(db, "lexical_search", lexical)
+
+    async def encode(_: str) -> np.ndarray:
+        return queries(vectors, offsets, 1, seed=12)[0]
+
+    result = await Retriever(db, WaitingScorer(db), encode).search(index, "a 3", k=3, mode="hybrid")
+    assert result.colbert_best is not None and result.lexical_matches > 0
+    assert len(result.hits) == 3

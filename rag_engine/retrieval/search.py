@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -43,16 +44,21 @@ class Retriever:
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(MODES)}")
         candidates = k * CANDIDATES_PER_HIT if mode == "hybrid" else k
-        dense: list[tuple[int, float]] = []
-        lexical: list[tuple[int, float]] = []
-        colbert_best = None
-        if mode in ("hybrid", "colbert"):
+
+        async def colbert() -> tuple[list[tuple[int, float]], float | None]:
+            if mode not in ("hybrid", "colbert"):
+                return [], None
             query_vectors = await self._encode_query(query)
-            dense = await self._scorer.top_k(index, query_vectors, candidates, doc_id=doc_id)
-            if dense:
-                colbert_best = dense[0][1] / len(query_vectors)
-        if mode in ("hybrid", "lexical"):
-            lexical = await self._db.lexical_search(index.id, query, candidates, doc_id=doc_id)
+            ranked = await self._scorer.top_k(index, query_vectors, candidates, doc_id=doc_id)
+            return ranked, ranked[0][1] / len(query_vectors) if ranked else None
+
+        async def bm25() -> list[tuple[int, float]]:
+            if mode not in ("hybrid", "lexical"):
+                return []
+            return await self._db.lexical_search(index.id, query, candidates, doc_id=doc_id)
+
+        # side by side: BM25 runs in SQLite's thread while the question is encoded and scored (a GPU, or torch's)
+        (dense, colbert_best), lexical = await asyncio.gather(colbert(), bm25())
 
         if mode == "hybrid":
             ranked = reciprocal_rank_fusion([[c for c, _ in dense], [c for c, _ in lexical]])[:k]
