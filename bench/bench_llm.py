@@ -174,6 +174,8 @@ BATCHED_OPTIONS: dict[str, dict[str, Any]] = {
 # Variant flags that change the requests, not the backend: `grammar` sends every job with the reply grammar
 # (prompting.reply_grammar: reasoning, a ##### line, an answer; the separator is written at 3/4 of the budget).
 REQUEST_OPTIONS = ("grammar",)
+# step_ms entries that are counts, not milliseconds
+COUNTS = ("steps", "drafted", "accepted", "sampled", "refused")
 
 
 def batched_variant(name: str, model: Path, **options: Any) -> LLMBackend:
@@ -346,6 +348,8 @@ async def bench_backend(
                         row.step_ms = {"steps": backend.timings.steps, **backend.timings.per_step_ms()}
                         if backend.timings.drafted:  # speculative decoding: drafted and accepted tokens
                             row.step_ms |= {"drafted": backend.timings.drafted, "accepted": backend.timings.accepted}
+                        if backend.timings.refused:  # a grammar refused the chain's pick: picked again
+                            row.step_ms |= {"sampled": backend.timings.sampled, "refused": backend.timings.refused}
                     runs.append(row)
                 runs.sort(key=lambda r: r.wall_s)
                 best = runs[0] if n == 1 else runs[len(runs) // 2]  # N>1: the median run
@@ -355,7 +359,7 @@ async def bench_backend(
                 steps = ""
                 if best.step_ms:
                     steps = " | per step ms: " + ", ".join(
-                        f"{k} {v:.3f}" if k not in ("steps", "drafted", "accepted") else f"{v} {k}"
+                        f"{k} {v:.3f}" if k not in COUNTS else f"{v} {k}"
                         for k, v in best.step_ms.items())
                 print(f"  {best.name:48s} x{n}: wall {best.wall_s:.3f}s, {best.aggregate_tok_s:.0f} tok/s{steps}"
                       f"{' (' + best.note + ')' if best.note else ''}", flush=True)
@@ -404,11 +408,13 @@ def print_table(report: Report, concurrency: list[int]) -> None:
               "sample | deliver text | between steps)")
         for row in profiled:
             ms = row.step_ms
-            total = sum(v for k, v in ms.items() if k not in ("steps", "drafted", "accepted"))
+            total = sum(v for k, v in ms.items() if k not in COUNTS)
             drafts = ""
             if ms.get("drafted"):
                 rate = ms["accepted"] / ms["drafted"]
                 drafts = f"  drafted {int(ms['drafted'])}, accepted {int(ms['accepted'])} ({rate:.0%})"
+            if ms.get("refused"):
+                drafts += f"  grammar refused {int(ms['refused'])} of {int(ms['sampled'])} picks"
             print(f"  {row.name:46s} x{row.concurrency}: {int(ms['steps']):4d} steps  " + "  ".join(
                 f"{ms[k]:6.3f}" for k in ("build", "decode", "wait", "sample", "deliver", "between"))
                 + f"  = {total:6.3f}{drafts}")

@@ -142,6 +142,10 @@ async def test_a_rejected_pick_is_repicked_from_the_best_candidates_without_a_vo
     for reply in replies:
         assert_formatted(reply)
     cut = [n for n in sizes if n == sampling.GRAMMAR_TOP_K]
+    # every re-pick (one filtering of the best candidates each) is counted for the benchmarks, against the picks
+    # the chains made (at most 64 tokens a reply)
+    assert backend.timings.refused == len(cut)
+    assert backend.timings.refused < backend.timings.sampled <= len(replies) * 64
     assert cut, "the tiny model's picks were never rejected: the test needs rejections"
     # vocabulary scans only while the separator is being written (at most one a character of it, a reply)
     assert len(sizes) - len(cut) <= len(replies) * len(f"\n{SEPARATOR}\n")

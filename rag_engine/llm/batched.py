@@ -431,7 +431,9 @@ class BatchedLlamaBackend(LLMBackend):
         its grammar follows), or one from its chain: over the graph's top-k on this thread, over the whole
         vocabulary on the sampler threads."""
         assert self._sampler is not None
+        refused = sum(s.sampler.rejections for s in outputs)
         tokens = {id(s): s.forced_token() for s in outputs}
+        self.timings.sampled += sum(token is None for token in tokens.values())
         on_host: list[BatchSequence] = []
         for seq in outputs:
             token = tokens[id(seq)]
@@ -443,6 +445,7 @@ class BatchedLlamaBackend(LLMBackend):
                 on_host.append(seq)
         sampled = self._sampler.sample(self._ctx, [(s.sampler, s.i_batch) for s in on_host])
         tokens.update((id(s), token) for s, token in zip(on_host, sampled))
+        self.timings.refused += sum(s.sampler.rejections for s in outputs) - refused
         return [tokens[id(s)] for s in outputs]
 
     def _decode_failed(self, rc: int, decoding: list[BatchSequence], reading: list[BatchSequence]) -> None:

@@ -28,6 +28,8 @@ class StepTimings:
     between: float = 0.0  # admitting, reaping, handing deltas to the event loop
     drafted: int = 0  # prompt-lookup draft tokens decoded (speculative decoding)
     accepted: int = 0  # of those, the ones the sampler agreed with: tokens gained without a step of their own
+    sampled: int = 0  # tokens picked by a sampler chain (not written by a grammar's closing text)
+    refused: int = 0  # of those, picks a grammar refused and that were picked again (SequenceSampler)
 
     def per_step_ms(self) -> dict[str, float]:
         n = max(1, self.steps)
