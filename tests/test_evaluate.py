@@ -98,3 +98,13 @@ def test_harness_end_to_end_on_smollm2(
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     assert f"| key fact in answer | answerable | {key_fact:.2f} ({len(answerable)}) |" in capsys.readouterr().out
+
+
+def test_two_exports_with_the_same_file_name_get_their_folders_as_labels() -> None:
+    from training.evaluate import model_configs
+
+    configs = model_configs([Path("m/base.gguf"), Path("sft/model.gguf"), Path("grpo/model.gguf")], "both")
+    labels = [c.label for c in configs]
+    assert len(set(labels)) == 6
+    assert labels[:2] == ["base, grammar off", "base, grammar on"]
+    assert "sft/model, grammar off" in labels and "grpo/model, grammar on" in labels

@@ -70,11 +70,12 @@ class RecordingBackend(LLMBackend):
 class ModelConfig:
     gguf: Path
     grammar: str | None  # "on" | "off" | None when this build has no grammar setting
+    name: str = ""  # the model's name in tables: the file's stem, or folder/stem where stems repeat
 
     @property
     def label(self) -> str:
         grammar = "" if self.grammar is None else f", grammar {self.grammar}"
-        return f"{self.gguf.stem}{grammar}"
+        return f"{self.name or self.gguf.stem}{grammar}"
 
 
 @dataclass
@@ -101,7 +102,11 @@ def model_configs(ggufs: Sequence[Path], grammar: str) -> list[ModelConfig]:
         if grammar != "off":
             raise SystemExit("this build has no reply-grammar setting: run with --grammar off")
         settings = [None]  # type: ignore[list-item]
-    return [ModelConfig(Path(g), s) for g in ggufs for s in settings]
+    paths = [Path(g) for g in ggufs]
+    stems = [p.stem for p in paths]
+    # two exports are both model-q4_k_m: their folders tell the columns apart
+    names = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    return [ModelConfig(p, s, n) for p, n in zip(paths, names, strict=True) for s in settings]
 
 
 def machine(info: BackendInfo) -> str:
