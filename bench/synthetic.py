@@ -111,7 +111,8 @@ async def build(db_path: Path, n_chunks: int, sample: RealSample, seed: int = 0)
     async with await Database.open(db_path) as db:
         index = await db.get_or_create_index("bench", "minilm-colbert-bench", CODEC_ID, sample.book.dim)
         generation = await db.save_codebook(
-            index.id, nbits=sample.book.nbits, trained_tokens=n_chunks, centroids=sample.book.centroids,
+            # the index's real token count: a smaller one would have the first search retrain (RETRAIN_GROWTH)
+            index.id, nbits=sample.book.nbits, trained_tokens=int(lengths[base].sum()), centroids=sample.book.centroids,
             cutoffs=sample.book.cutoffs, weights=sample.book.weights, codewords=sample.book.codewords,
             rotation=sample.book.rotation,
         )
