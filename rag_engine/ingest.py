@@ -149,13 +149,12 @@ class Ingestor:
 
     async def _attempt(self, job: JobRecord, data: bytes, progress: Progress) -> IngestReport:
         s = self._settings
-        clock = time.perf_counter()
         try:
             if self._reading.locked():
                 await progress(IngestProgress(f"Waiting to read {job.filename}: {plural(self.readers, 'paper')} "
                                               "being read already…"))
             async with self._reading:
-                clock = time.perf_counter()  # the wait is not reading time
+                clock = time.perf_counter()  # after the wait: waiting is not reading time
                 await progress(IngestProgress(f"Reading {job.filename}…"))
                 budget = ExtractionBudget(cpu_seconds=s.pdf_cpu_seconds, memory_bytes=s.pdf_memory_mb << 20)
                 pdf = await extract_pdf_isolated(  # a killable child process: hostile files cost at most `budget`

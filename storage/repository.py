@@ -417,10 +417,10 @@ class Repository:
         codec = codecs.get_codec(index.codec)
         return await asyncio.to_thread(assemble_embeddings, rows, codec, index.dim, index.version)
 
-    async def load_chunk_embeddings(self, index_id: int, chunk_ids: Sequence[int]) -> EmbeddingMatrix:
+    async def load_chunk_embeddings(self, index: IndexRecord, chunk_ids: Sequence[int]) -> EmbeddingMatrix:
         """The stored token vectors of the given chunks, in the order asked; chunks not (or no longer) searchable in
-        this index are left out. For re-scoring a compressed index's best passages exactly."""
-        index = await self.get_index_by_id(index_id)
+        this index are left out. For re-scoring a compressed index's best passages exactly, on every search: the
+        caller's record gives the codec and dimension (no lookup of its own)."""
         wanted = list(dict.fromkeys(int(chunk_id) for chunk_id in chunk_ids))
         rows = await self._db.fetchall(
             """
@@ -430,7 +430,7 @@ class Repository:
             JOIN documents d ON d.id = c.document_id
             WHERE e.chunk_id IN (SELECT value FROM json_each(?)) AND d.index_id = ? AND d.status = 'ready'
             """,
-            (_json_ints(wanted), index_id),
+            (_json_ints(wanted), index.id),
         )
         position = {chunk_id: i for i, chunk_id in enumerate(wanted)}
         rows = sorted(rows, key=lambda row: position[int(row[0])])

@@ -170,7 +170,7 @@ async def test_stored_vectors_of_chosen_chunks_come_in_the_order_asked(db: Datab
     everything = await db.load_embeddings(index.id)
     ids = [int(c) for c in everything.chunk_ids]
     foreign = int((await db.load_embeddings(other.id, doc_id=elsewhere)).chunk_ids[0])
-    picked = await db.load_chunk_embeddings(index.id, [ids[7], ids[2], foreign, ids[7], 10**9])
+    picked = await db.load_chunk_embeddings(index, [ids[7], ids[2], foreign, ids[7], 10**9])
     assert picked.chunk_ids.tolist() == [ids[7], ids[2]]
     for i, chunk_id in enumerate(picked.chunk_ids):
         row = ids.index(int(chunk_id))
