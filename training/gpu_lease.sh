@@ -10,6 +10,8 @@
 #   there: bash training/gpu_lease.sh recv2                 # carry .device/pymupdf .device/lease/c2
 #   there: bash training/gpu_lease.sh recv3                 # carry .device/lease/c3: starts the pipeline
 #   there: bash training/gpu_lease.sh wait SECONDS          # progress; the results so far into $OUT
+# Switches (environment of recv1/recv3): NO_CUDA, NO_3B (skip the 3B GRPO step bench), NO_INGEST, GRAMMAR_BENCH (issue
+# 11's grammar cost on a 3B-shaped GGUF, on the idle GPU after GRPO), SFT_STEPS, GRPO_STEPS, GRPO_SECONDS, QASA_LIMIT.
 #
 # The pipeline: SmolLM2-135M-Instruct's HF folder (dequantized from its GGUF, with the tokenizer written here: the
 # image's older transformers rebuilds a tokenizer from a GGUF that llama.cpp cannot load back) → SFT warm-up then GRPO
@@ -125,6 +127,14 @@ print(repr(llm('The capital of France is', max_tokens=4)['choices'][0]['text']))
         [[ $lib == cpu && -n $pre && $rc == 0 && ! -f $work/llama.env ]] && echo "$ld" > "$work/llama.env"
     done
     touch "$work/diag.done"
+    # issue 11's grammar cost needs the Qwen2.5-3B-shaped GGUF: written and quantized here, on the CPU, while GRPO trains
+    if [[ -n ${GRAMMAR_BENCH:-} ]]; then
+        log "side: the 3B-shaped GGUF for the grammar bench"
+        (cd /tmp/lease-repo && PYTHONPATH=/tmp/site:/tmp/lease-src LD_PRELOAD=$(cat "$work/llama.env" 2>/dev/null) LLAMA_CPP_LIB_PATH=/tmp/llama-cpu/bin \
+            python3 bench/make_qwen3b_gguf.py --llama-src /tmp/lease-src/llama.cpp --out /tmp/qwen3b > "$work/qwen3b.log" 2>&1) \
+            || log "side: the 3B-shaped GGUF failed (qwen3b.log)"
+        touch "$work/qwen3b.done"
+    fi
     [[ -n ${SKIP_SIDE_EVAL:-} || ! -f $work/prompting_before.py ]] && { log "side: done (diag only)"; touch "$work/side.done"; exit 0; }
     log "side: prompt before/after, SmolLM2 base, grammar both"
     sub=(--limit "${SUB_LIMIT:-30}" --qasa-limit "${SUB_QASA:-10}")
@@ -168,6 +178,15 @@ if [[ $mode == pipeline ]]; then
                 -npp 1500 -ntg 160 -npl 1,4 $kvu >> "$work/out/speculative-table.txt" 2>&1
         done
     fi
+    if [[ -n ${GRAMMAR_BENCH:-} && -z ${NO_CUDA:-} ]]; then
+        # the GPU is idle now (GRPO is over, export and the harness come after): issue 11's grammar cost, in one call
+        while [[ ! -f $work/qwen3b.done ]]; do sleep 5; done
+        log "grammar cost: batched backend, 3B-shaped GGUF, 1 and 8 sequences, with and without the reply grammar"
+        LLAMA_CPP_LIB_PATH=/tmp/llama-build/bin timeout 360 python3 bench/bench_llm.py --model /tmp/qwen3b/qwen-3b-q4_k_m.gguf \
+            --concurrency 1,8 --variants batched,batched-grammar --skip bandwidth,native,raw --repeats 3 \
+            > "$work/grammar.log" 2>&1 || log "grammar bench failed"
+        tail -24 "$work/grammar.log" > "$work/out/grammar-table.txt"
+    fi
     # the converter from the carried sources: nothing can be downloaded here (training/tiny_models.llama_cpp_source)
     export PAPERBOT_BUILD_CACHE=$work/build-cache
     v=$(python3 -c "from training.tiny_models import llama_cpp_version as v; print(v())")
@@ -204,9 +223,9 @@ print('vocabulary', 'same as the base GGUF' if a == b else f'DIFFERS: base {a} t
     fi
     wait "$eval_pid"; log "evaluate: done"
     # issue 13's ingest figure: 15 distinct copies of the 8 papers (~2,100 pages), one and 8 papers at a time
-    log "ingest on the GPU"
+    [[ -n ${NO_INGEST:-} ]] || log "ingest on the GPU"
     mkdir -p "$work/allpdfs" && ln -sf "$work"/data/pdfs/*.pdf "$work"/data/train-pdfs/*.pdf "$work/allpdfs/"
-    timeout 300 python3 bench/bench_ingest.py --models "$work/data" --base --device cuda --papers "$work/allpdfs" \
+    [[ -n ${NO_INGEST:-} ]] || timeout 300 python3 bench/bench_ingest.py --models "$work/data" --base --device cuda --papers "$work/allpdfs" \
         --copies 15 --concurrency 1,8 > "$work/out/ingest-gpu.txt" 2>&1 || log "ingest bench failed"
     # issue 13's GPU search figure, once the GPU and the CPU are free (the sample rides along with a wait call)
     deadline=$(( $(date +%s) + 120 ))
@@ -232,7 +251,7 @@ if [[ $mode == wait ]]; then
     while [[ ! -f $work/pipeline.done ]] && (( $(date +%s) < end )); do sleep 10; done
     tail -45 "$work/pipeline.log" 2>/dev/null
     tail -2 "$work/build.log" "$work/build-cpu.log" "$work/side.out" "$work/pipeline.out" 2>/dev/null || true
-    for f in base sft grpo export spec grpo3b grpo3b-unsloth; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
+    for f in base sft grpo export spec grammar qwen3b grpo3b grpo3b-unsloth; do grep -q Traceback "$work/$f.log" 2>/dev/null && { echo "== $f.log"; tail -8 "$work/$f.log"; }; done
     for d in eval-prompt-before eval-prompt-after eval-base-vs-tuned; do
         if [[ -f $work/$d/records.jsonl && ! -f $work/$d/results.md ]]; then
             (cd /tmp/lease-repo && PYTHONPATH=/tmp/site:/tmp/lease-src:/tmp/lease-repo python3 -m training report \
@@ -243,7 +262,7 @@ if [[ $mode == wait ]]; then
     (cd "$work" && tar czf /tmp/summaries.tgz out *.log *.out sft/run.json grpo/run.json export/export.json \
         eval-*/results.json eval-*/records.jsonl data/prep/manifest.json /tmp/grpo3b/run-*/run.json 2>/dev/null) || true
     cp /tmp/summaries.tgz "$OUT/"
-    for f in speculative-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md search-gpu.txt ingest-gpu.txt; do
+    for f in speculative-table.txt grammar-table.txt grpo3b-table.txt diag.txt grpo-train_log.csv eval-prompt-before.md eval-prompt-after.md eval-base-vs-tuned.md search-gpu.txt ingest-gpu.txt; do
         [[ -f $work/out/$f ]] && cp "$work/out/$f" "$OUT/"
     done
     ls "$work/out"; ls -la "$OUT"; exit 0

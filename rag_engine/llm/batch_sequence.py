@@ -77,8 +77,8 @@ class BatchSequence:
 
     def forced_token(self) -> int | None:
         """The token the backend writes now instead of sampling one (a grammar's closing text), or None."""
-        if self.closer is None:
-            return None
+        if self.closer is None or self.closer.done or self.n_generated < self.closer.start_at:
+            return None  # the common case, decided before reading the decoder's state
         at_char_boundary = not self.decoder.getstate()[0]
         return self.closer.next_token(self.n_generated, at_char_boundary=at_char_boundary)
 

@@ -9,6 +9,7 @@ with a grammar gets a top-`GRAMMAR_TOP_K` cut in the graph in both of the last t
 from __future__ import annotations
 
 import ctypes
+import math
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,21 +93,25 @@ class SequenceSampler:
         closing = request.grammar.closing if request.grammar is not None else ""
         # the first token of each tail of the closing text: what continues it, however much of it is written
         self._closing = list(dict.fromkeys(t for k in range(len(closing)) for t in Vocab(vocab).tokenize(closing[k:])[:1]))
+        # one candidate, checked in place each step: built once, since a grammar reply pays this on every token
         self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(self._one, 1, -1, False)
+        self._one_ref = ctypes.byref(self._one_array)
+        self._sample, self._apply, self._accept = (
+            llama_cpp.llama_sampler_sample, llama_cpp.llama_sampler_apply, llama_cpp.llama_sampler_accept
+        )
         self._cut = np.zeros(GRAMMAR_TOP_K, dtype=_TOKEN_DATA)
         self.rejections = 0  # picks the grammar refused (bench/bench_llm.py reports them)
 
     def sample(self, ctx: Any, i: int) -> int:
         """The next token from the context's `i`-th output (thread-safe across sequences)."""
-        import llama_cpp
-
-        token = llama_cpp.llama_sampler_sample(self.chain, ctx, i)
+        token = self._sample(self.chain, ctx, i)
         if self.grammar is None:
             return token
         if not self._allowed(token):
             self.rejections += 1
             token = self._resample(ctx, i)
-        llama_cpp.llama_sampler_accept(self.grammar, token)
+        self._accept(self.grammar, token)
         return token
 
     def accept(self, token: int) -> None:
@@ -126,12 +131,11 @@ class SequenceSampler:
             self.grammar = None
 
     def _allowed(self, token: int) -> bool:
-        import llama_cpp
-
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
-        candidates = llama_cpp.llama_token_data_array(self._one, 1, -1, False)
-        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
-        return bool(np.isfinite(self._one[0].logit))
+        one, array = self._one[0], self._one_array
+        one.id, one.logit = token, 0.0
+        array.size, array.selected = 1, -1
+        self._apply(self.grammar, self._one_ref)
+        return one.logit != -math.inf  # the grammar sets a refused token's logit to -inf
 
     def _resample(self, ctx: Any, i: int) -> int:
         """The chain's pick among the tokens the grammar allows: over the best candidates, else the vocabulary."""
